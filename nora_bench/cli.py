@@ -1,0 +1,207 @@
+"""The `nora-bench` command."""
+
+from __future__ import annotations
+
+import math
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from nora_bench import UserError
+from nora_bench.chunking import ChunkRule
+from nora_bench.config import (STEP_UNITS, RunConfig, load_policy_preset, load_suite, parse_index_list, policy_names,
+                               suite_names)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Benchmark vision-language-action policies (NORA, NORA-LONG, ...) on LIBERO and a real WidowX.")
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def resolve_config(suite: str, policy: str, tasks: str | None, trials: str | None, seed: int,
+                   chunk_exec: str | None, max_steps: int | None, step_unit: str | None, distractors: int | None,
+                   video: bool, video_wrist: bool, video_frames: str) -> RunConfig:
+    s = load_suite(suite)
+    p = load_policy_preset(policy)
+    task_ids = parse_index_list(tasks, s.num_tasks, "task",
+                                f"{s.name} has tasks 0-{s.num_tasks - 1}") or (s.tasks or list(range(s.num_tasks)))
+    if trials is not None and str(trials).isdigit():
+        n = int(trials)
+        if not 1 <= n <= s.max_trials:
+            raise UserError(f"--trials {n} is out of range: {s.name} has {s.max_trials} fixed init states per task "
+                            f"(use 1-{s.max_trials}, or a list like 0,3,7)")
+        trial_ids = list(range(n))
+    else:
+        trial_ids = parse_index_list(trials, s.max_trials, "trial",
+                                     f"{s.name} has {s.max_trials} fixed init states per task (0-{s.max_trials - 1})") \
+            or list(range(s.trials))
+    unit = step_unit or s.step_unit
+    if unit not in STEP_UNITS:
+        raise UserError(f"unknown --step-unit {unit!r}: use one of {', '.join(STEP_UNITS)}")
+    if video_frames not in ("steps", "queries"):
+        raise UserError(f"unknown --video-frames {video_frames!r}: use steps or queries")
+    rule = ChunkRule.parse(chunk_exec or p.get("chunk_exec", "all"))
+    if max_steps is not None and max_steps < 1:
+        raise UserError("--max-steps must be at least 1")
+    n_distractors = s.distractors if distractors is None else distractors
+    if n_distractors < 0:
+        raise UserError("--distractors must be >= 0")
+    return RunConfig(suite=_suite_dict(s), policy=p, tasks=task_ids, trials=trial_ids, seed=seed,
+                     chunk_exec=str(rule), max_steps=max_steps or s.max_steps, step_unit=unit,
+                     num_steps_wait=s.num_steps_wait, distractors=n_distractors, video=video,
+                     video_wrist=video_wrist, video_frames=video_frames)
+
+
+def _suite_dict(s) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(s)
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        elapsed = task.elapsed or 0
+        done = task.completed - task.fields.get("skipped", 0)
+        rate = done / elapsed * 60 if elapsed > 0 else 0.0
+        left = task.total - task.completed
+        eta = f"{left / rate:.1f} min" if rate > 0 else "?"
+        return Text(f"{rate:.2f} ep/min  ETA {eta}", style="cyan")
+
+
+def print_tables(df) -> None:
+    from nora_bench.results import suite_table, task_table
+
+    def pct(x):
+        return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+    for title, table in (("Success per task", task_table(df)), ("Success per suite", suite_table(df))):
+        t = Table(title=title)
+        cols = [c for c in table.columns if c not in ("success_rate", "ci95_low", "ci95_high")]
+        for c in cols + ["success", "95% CI"]:
+            t.add_column(c, justify="right" if c not in ("suite", "task") else "left")
+        for r in table.to_dict("records"):
+            t.add_row(*[str(r[c]) for c in cols], pct(r["success_rate"]),
+                      f"[{pct(r['ci95_low'])}, {pct(r['ci95_high'])}]")
+        console.print(t)
+
+
+@app.command()
+def run(
+    suite: str = typer.Argument(..., help="Suite preset (see `nora-bench suites`), alias, or a suite YAML file."),
+    policy: str = typer.Option("zero", "--policy", "-p", help="Policy preset (see `nora-bench policies`) or YAML file."),
+    tasks: Optional[str] = typer.Option(None, help="Task ids, e.g. 0,1 or 0-4 (default: all of the suite)."),
+    trials: Optional[str] = typer.Option(None, help="N trials (init states 0..N-1) or a list like 0,3,7 (default: the suite's)."),
+    workers: Optional[int] = typer.Option(None, help="Env workers (default: as many as CPU cores and memory allow)."),
+    seed: int = typer.Option(7, help="Run seed; each episode's seed derives from it and the episode key."),
+    chunk_exec: Optional[str] = typer.Option(None, help="Chunk execution: all, first, first:K, ensemble[:M] (default: the preset's)."),
+    max_steps: Optional[int] = typer.Option(None, help="Step limit (default: the suite's)."),
+    step_unit: Optional[str] = typer.Option(None, help="What the step limit counts: env_steps or queries."),
+    distractors: Optional[int] = typer.Option(None, help="Distractor objects added to each scene."),
+    video: bool = typer.Option(True, "--video/--no-video", help="Write a rollout mp4 per episode."),
+    video_wrist: bool = typer.Option(False, "--video-wrist", help="Put the wrist camera beside agentview in videos."),
+    video_frames: str = typer.Option("steps", help="Video frames at every env step (steps) or at policy queries only (queries)."),
+    out: Optional[Path] = typer.Option(None, help="Run folder (default: results/<suite>-<policy>-<time>). An existing run folder with the same settings is resumed."),
+    resume: Optional[Path] = typer.Option(None, help="Resume this run folder: run exactly the episodes it is missing."),
+    ray_address: Optional[str] = typer.Option(None, help="Join an existing Ray cluster (auto or HOST:PORT) instead of starting one."),
+    max_attempts: int = typer.Option(3, help="Attempts per episode when a worker dies or the env raises."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Show worker logs."),
+) -> None:
+    """Evaluate a policy on a suite and print its success table."""
+    from nora_bench.results import load
+    from nora_bench.run.rundir import RunDir
+    from nora_bench.run.scheduler import ExecOptions, Scheduler
+
+    try:
+        config = resolve_config(suite, policy, tasks, trials, seed, chunk_exec, max_steps, step_unit, distractors,
+                                video, video_wrist, video_frames)
+        if resume is not None:
+            if out is not None and out != resume:
+                raise UserError("pass either --out or --resume, not both")
+            if not RunDir(resume).exists():
+                raise UserError(f"--resume {resume}: no nora-bench run there (no config.yaml)")
+            out = resume
+        if out is None:
+            stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+            out = Path("results") / f"{config.suite['name']}-{config.policy['name']}-{stamp}"
+        rd = RunDir(out)
+        total = len(config.tasks) * len(config.trials)
+        already = len(rd.done_keys() & {f"{config.suite['name']}/task{t:03d}/trial{i:02d}" for t in config.tasks for i in config.trials}) if rd.exists() else 0
+        console.print(f"[bold]{config.suite['name']}[/] x [bold]{config.policy['name']}[/]: {len(config.tasks)} task(s) x "
+                      f"{len(config.trials)} trial(s) = {total} episodes, limit {config.max_steps} {config.step_unit}, "
+                      f"chunk rule {config.chunk_exec} -> {out}" + (f" (resuming: {already} done)" if already else ""))
+        scheduler = Scheduler(config, rd, ExecOptions(workers=workers, ray_address=ray_address,
+                                                      max_attempts=max_attempts, verbose=verbose))
+        with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                      TextColumn("{task.completed}/{task.total} episodes"),
+                      TextColumn("[green]{task.fields[successes]} successes"), _RateColumn(), TimeElapsedColumn(),
+                      console=err_console, transient=False) as progress:
+            bar = progress.add_task("running", total=total, completed=already, successes=0, skipped=already)
+
+            def on_result(record):
+                progress.update(bar, advance=1, successes=progress.tasks[bar].fields["successes"] + int(bool(record.success)))
+                if record.termination == "error":
+                    progress.console.print(f"[yellow]{record.key} errored after {record.attempts} attempt(s): {record.error}")
+
+            scheduler.run(on_result)
+        df = load(out)
+        print_tables(df)
+        errored = int(df["success"].isna().sum()) if not df.empty else 0
+        if errored:
+            console.print(f"[yellow]{errored} episode(s) errored: see the `error` column of {out / 'episodes.jsonl'}")
+        console.print(f"records: {out / 'episodes.jsonl'}   videos: {out / 'videos'}")
+    except UserError as e:
+        fail(str(e))
+
+
+@app.command()
+def table(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
+    """Print the per-task and per-suite success tables of a run folder."""
+    from nora_bench.results import load
+
+    try:
+        df = load(run_dir)
+    except UserError as e:
+        fail(str(e))
+    if df.empty:
+        fail(f"{run_dir} holds no finished episode yet")
+    print_tables(df)
+
+
+@app.command()
+def suites() -> None:
+    """List the suite presets."""
+    t = Table("suite", "aliases", "tasks", "trials", "step limit", "description")
+    for name in suite_names():
+        s = load_suite(name)
+        t.add_row(s.name, ", ".join(s.aliases), str(s.num_tasks), str(s.trials), f"{s.max_steps} {s.step_unit}", s.description)
+    console.print(t)
+
+
+@app.command()
+def policies() -> None:
+    """List the policy presets."""
+    t = Table("policy", "kind", "checkpoint", "description")
+    for name in policy_names():
+        p = load_policy_preset(name)
+        t.add_row(name, p["kind"], str(p.get("checkpoint", "")), str(p.get("description", "")))
+    console.print(t)
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Suite and policy presets (YAML) and the resolved configuration of a run."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nora_bench import UserError
+
+STEP_UNITS = ("env_steps", "queries")
+
+
+def _preset_files(kind: str) -> dict[str, Path]:
+    folder = resources.files("nora_bench.presets") / kind
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"malformed YAML in {path}: {e}".replace("\n", " ")) from None
+    if not isinstance(data, dict):
+        raise UserError(f"malformed preset {path}: expected a mapping at the top level")
+    return data
+
+
+def _unknown(what: str, name: str, known: list[str]) -> UserError:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return UserError(f"unknown {what} {name!r}{hint}; known: {', '.join(sorted(known))}")
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """A suite preset: which env and tasks, how many trials, step limits. See suites/*.yaml."""
+
+    name: str
+    env: str
+    benchmark: str
+    num_tasks: int
+    max_steps: int
+    step_unit: str = "env_steps"
+    num_steps_wait: int = 10
+    trials: int = 50
+    max_trials: int = 50  # fixed init states available per task
+    tasks: list[int] | None = None  # None = all
+    camera_size: int = 256
+    distractors: int = 0
+    aliases: list[str] = field(default_factory=list)
+    description: str = ""
+    env_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str) -> "SuiteSpec":
+        names = {f.name for f in dataclasses.fields(cls)}
+        extra = sorted(set(data) - names)
+        if extra:
+            raise UserError(f"malformed suite {source}: unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(names))}")
+        try:
+            spec = cls(**data)
+        except TypeError as e:
+            raise UserError(f"malformed suite {source}: {e}") from None
+        if spec.step_unit not in STEP_UNITS:
+            raise UserError(f"malformed suite {source}: step_unit must be one of {STEP_UNITS}")
+        return spec
+
+
+def suite_names() -> list[str]:
+    return sorted(_preset_files("suites"))
+
+
+def load_suite(name: str) -> SuiteSpec:
+    """A suite by preset name, alias (e.g. libero_long) or path to a YAML file."""
+    path = Path(name)
+    if name.endswith((".yaml", ".yml")):
+        if not path.is_file():
+            raise UserError(f"suite file {name} does not exist")
+        return SuiteSpec.from_dict(_read_yaml(path), str(path))
+    files = _preset_files("suites")
+    for stem, p in sorted(files.items()):
+        data = _read_yaml(p)
+        if stem == name or name in data.get("aliases", []):
+            return SuiteSpec.from_dict(data, str(p))
+    aliases = [a for p in files.values() for a in _read_yaml(p).get("aliases", [])]
+    raise _unknown("suite", name, list(files) + aliases)
+
+
+def policy_names() -> list[str]:
+    return sorted(_preset_files("policies"))
+
+
+def load_policy_preset(name: str) -> dict:
+    """A policy preset by name or YAML path: a dict with at least `kind` (see policies/*.yaml)."""
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+        if not path.is_file():
+            raise UserError(f"policy file {name} does not exist")
+    else:
+        files = _preset_files("policies")
+        if name not in files:
+            raise _unknown("policy preset", name, list(files))
+        path = files[name]
+    data = _read_yaml(path)
+    if "kind" not in data:
+        raise UserError(f"malformed policy preset {path}: missing key 'kind'")
+    data.setdefault("name", path.stem)
+    return data
+
+
+def parse_index_list(text: str | None, limit: int, what: str, fix: str) -> list[int] | None:
+    """'0,2,5-7' -> [0, 2, 5, 6, 7], each checked against [0, limit)."""
+    if text is None or str(text).strip() in ("", "all"):
+        return None
+    out: list[int] = []
+    for part in str(text).split(","):
+        part = part.strip()
+        try:
+            if "-" in part:
+                lo, hi = (int(x) for x in part.split("-", 1))
+                out.extend(range(lo, hi + 1))
+            else:
+                out.append(int(part))
+        except ValueError:
+            raise UserError(f"cannot read {what} {text!r}: use a list like 0,2,5-7") from None
+    bad = [i for i in out if not 0 <= i < limit]
+    if bad:
+        raise UserError(f"{what} {bad[0]} is out of range: {fix}")
+    return sorted(set(out))
+
+
+@dataclass
+class RunConfig:
+    """Everything that decides the results of a run (compared on resume), nothing about how it runs."""
+
+    suite: dict
+    policy: dict
+    tasks: list[int]
+    trials: list[int]
+    seed: int = 7
+    chunk_exec: str = "all"
+    max_steps: int = 0
+    step_unit: str = "env_steps"
+    num_steps_wait: int = 10
+    distractors: int = 0
+    video: bool = True
+    video_wrist: bool = False
+    video_frames: str = "steps"  # "steps" (every env step) or "queries"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "RunConfig":
+        return cls(**data)
+
+    @property
+    def suite_spec(self) -> SuiteSpec:
+        return SuiteSpec(**self.suite)
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Human-readable differences between two nested config dicts."""
+    lines = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<missing>"), new.get(key, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            lines += config_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            lines.append(f"{prefix}{key}: {a!r} (recorded) != {b!r} (now)")
+    return lines

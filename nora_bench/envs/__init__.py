@@ -1,0 +1,29 @@
+"""Environments: one interface (`base.Env`); `make_env` builds the one an episode spec names."""
+
+from __future__ import annotations
+
+import os
+
+from nora_bench import UserError
+from nora_bench.envs.base import Env, Observation, StepResult
+
+
+def configure_rendering() -> None:
+    """Headless offscreen rendering through EGL (Mesa llvmpipe when there is no GPU).
+
+    Must run before mujoco/robosuite are imported; respects a user's own MUJOCO_GL choice.
+    """
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"] if os.environ["MUJOCO_GL"] != "glfw" else "")
+
+
+def make_env(kind: str) -> Env:
+    if kind == "libero":
+        configure_rendering()
+        from nora_bench.envs.libero import LiberoEnv
+
+        return LiberoEnv()
+    raise UserError(f"unknown env {kind!r}; known: libero")
+
+
+__all__ = ["Env", "Observation", "StepResult", "make_env", "configure_rendering"]

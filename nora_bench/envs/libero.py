@@ -1,0 +1,177 @@
+"""LIBERO simulation env: one env per process (robosuite 1.4 renders with the last GL context).
+
+Follows the reference protocol (REFERENCE.md section 1): task from the suite's benchmark, fixed
+init state i for trial i, success from the simulator's own BDDL goal check, agentview rotated by
+180 degrees. Renders only the cameras an episode asks for, and only on the steps that need them.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from nora_bench import UserError
+from nora_bench.envs.base import Observation, StepResult
+from nora_bench.policies.trivial import DUMMY_ACTION
+
+CAMERAS = ("agentview", "robot0_eye_in_hand")
+# Short names accepted in presets.
+CAMERA_ALIASES = {"wrist": "robot0_eye_in_hand"}
+# Reset without reloading the MuJoCo model: tests/test_libero.py proves it gives the same
+# trajectory as a hard reset for the same init state and actions, at a tenth of the cost.
+SOFT_RESET = True
+ENV_SEED = 0  # the reference scripts call env.seed(0)
+
+
+def camera_name(name: str) -> str:
+    full = CAMERA_ALIASES.get(name, name)
+    if full not in CAMERAS:
+        raise UserError(f"unknown LIBERO camera {name!r}; known: agentview, wrist (robot0_eye_in_hand)")
+    return full
+
+
+@lru_cache(maxsize=None)
+def task_suite(benchmark: str):
+    from libero.libero import benchmark as libero_benchmark
+
+    suites = libero_benchmark.get_benchmark_dict()
+    if benchmark not in suites:
+        raise UserError(f"unknown LIBERO benchmark {benchmark!r}; known: {', '.join(sorted(suites))}")
+    return suites[benchmark]()
+
+
+def task_info(benchmark: str, task_id: int) -> dict[str, str]:
+    """Name, instruction and BDDL path of a task."""
+    import os
+
+    from libero.libero import get_libero_path
+
+    suite = task_suite(benchmark)
+    if not 0 <= task_id < suite.n_tasks:
+        raise UserError(f"task {task_id} is out of range for {benchmark}: it has tasks 0-{suite.n_tasks - 1}")
+    task = suite.get_task(task_id)
+    bddl = os.path.join(get_libero_path("bddl_files"), task.problem_folder, task.bddl_file)
+    return {"name": task.name, "instruction": task.language, "bddl": bddl}
+
+
+@lru_cache(maxsize=8)
+def init_states(benchmark: str, task_id: int) -> np.ndarray:
+    return np.asarray(task_suite(benchmark).get_task_init_states(task_id))
+
+
+class LiberoEnv:
+    """A LIBERO task env, rebuilt only when an episode needs another task or camera set."""
+
+    dummy_action = DUMMY_ACTION
+
+    def __init__(self) -> None:
+        self._env = None
+        self._built_for: tuple | None = None
+        self._cameras: tuple[str, ...] = ()
+        self._policy_cameras: tuple[str, ...] = ()
+        self._video_cameras: tuple[str, ...] = ()
+        self._want_state = False
+        self._instruction = ""
+        self._episode = ""
+        self.info: dict[str, Any] = {}
+        self._needs_hard_reset = True
+
+    # -- building ---------------------------------------------------------------------------
+    def _build(self, spec) -> None:
+        from libero.libero.envs import OffScreenRenderEnv
+
+        self.close()
+        info = task_info(spec.benchmark, spec.task_id)
+        cameras = tuple(camera_name(c) for c in spec.render_cameras)
+        kwargs: dict[str, Any] = dict(
+            bddl_file_name=info["bddl"],
+            camera_heights=spec.camera_size,
+            camera_widths=spec.camera_size,
+            hard_reset=not SOFT_RESET,
+        )
+        if cameras:
+            kwargs["camera_names"] = list(cameras)
+        else:
+            kwargs["use_camera_obs"] = False
+        self._env = OffScreenRenderEnv(**kwargs)
+        self._env.seed(ENV_SEED)
+        self._cameras = cameras
+        self._instruction = info["instruction"]
+        self.info = {"task": info["name"], "instruction": info["instruction"]}
+        self._built_for = self._build_key(spec)
+        self._needs_hard_reset = True
+
+    @staticmethod
+    def _build_key(spec) -> tuple:
+        return (spec.benchmark, spec.task_id, spec.camera_size,
+                tuple(camera_name(c) for c in spec.render_cameras))
+
+    # -- the Env interface --------------------------------------------------------------------
+    def reset(self, spec) -> Observation:
+        if spec.init_state < 0:
+            raise UserError("init_state must be >= 0")
+        if self._built_for != self._build_key(spec):
+            self._build(spec)
+        states = init_states(spec.benchmark, spec.task_id)
+        if spec.init_state >= len(states):
+            raise UserError(f"trial {spec.init_state} has no fixed init state: {spec.benchmark} task {spec.task_id} has {len(states)}")
+        self._policy_cameras = tuple(camera_name(c) for c in spec.cameras)
+        self._video_cameras = tuple(camera_name(c) for c in spec.video_cameras)
+        self._want_state = spec.state
+        self._episode = spec.key
+        # A fresh env comes already reset from its constructor's model load; later episodes reset
+        # softly (same model, state restored) before the init state is written.
+        self._env.reset()
+        raw = self._env.set_init_state(states[spec.init_state])
+        return self._observation(raw)
+
+    def step(self, action: np.ndarray, render: bool = True) -> StepResult:
+        self._set_rendering(render)
+        raw, _reward, done, _info = self._env.step(np.asarray(action, dtype=np.float64))
+        return StepResult(self._observation(raw if render else _without_images(raw)), success=bool(done))
+
+    def frame(self, observation: Observation) -> np.ndarray | None:
+        views = [observation.images[c] for c in self._video_cameras if c in observation.images]
+        if not views:
+            return None
+        return views[0] if len(views) == 1 else np.concatenate(views, axis=1)
+
+    def episode_info(self) -> dict[str, Any]:
+        return {}
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+            self._built_for = None
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _set_rendering(self, render: bool) -> None:
+        # Toggling `_enabled` directly (not set_enabled, which resets the sampling timers) skips
+        # the offscreen render of this step; the next rendered step samples exactly as before.
+        observables = self._env.env._observables
+        for cam in self._cameras:
+            observables[f"{cam}_image"]._enabled = render
+
+    def _observation(self, raw: dict) -> Observation:
+        images = {}
+        for cam in self._policy_cameras + self._video_cameras:
+            img = raw.get(f"{cam}_image")
+            if img is not None:
+                # LIBERO renders upside down: rotate 180 degrees as the reference scripts do.
+                images[cam] = np.ascontiguousarray(img[::-1, ::-1])
+        state = None
+        if self._want_state:
+            state = {k: np.asarray(v) for k, v in raw.items() if not k.endswith("_image")}
+        return Observation(instruction=self._instruction, episode=self._episode, images=images, state=state)
+
+    @property
+    def sim_env(self):
+        """The underlying LIBERO `OffScreenRenderEnv` (privileged access for experts and tests)."""
+        return self._env
+
+
+def _without_images(raw: dict) -> dict:
+    return {k: v for k, v in raw.items() if not k.endswith("_image")}

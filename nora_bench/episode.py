@@ -1,0 +1,199 @@
+"""The episode protocol, shared by every env and policy.
+
+reset -> settle (dummy action, not counted) -> loop { observe -> query policy when the chunk rule
+asks -> execute one action -> stop on success / step limit / policy stop / env failure } ->
+`EpisodeResult`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from nora_bench.chunking import ChunkRule
+from nora_bench.envs.base import Env, Observation
+from nora_bench.policies.base import ActionChunk
+
+# Termination reasons (the `termination` field of a record).
+SUCCESS = "success"
+STEP_LIMIT = "step_limit"
+POLICY_STOP = "policy_stop"  # the policy ended the episode (e.g. decode failure with fallback 'fail')
+POLICY_ERROR = "policy_error"  # unusable policy output (wrong shape, NaN) or a policy exception
+ENV_FAILURE = "env_failure"  # the env could not go on (lost robot connection, ...)
+ERROR = "error"  # an exception in the env or the worker; retried, then recorded
+TERMINATIONS = (SUCCESS, STEP_LIMIT, POLICY_STOP, POLICY_ERROR, ENV_FAILURE, ERROR)
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """One episode to run: everything that decides its outcome."""
+
+    suite: str
+    task_id: int
+    trial: int
+    init_state: int
+    seed: int
+    max_steps: int
+    step_unit: str = "env_steps"
+    num_steps_wait: int = 10
+    chunk_exec: str = "all"
+    distractors: int = 0
+    env: str = "libero"
+    benchmark: str = ""
+    camera_size: int = 256
+    cameras: tuple[str, ...] = ("agentview",)  # what the policy needs
+    state: bool = False  # privileged state in observations
+    video_cameras: tuple[str, ...] = ()  # what the video shows (empty: no video)
+    video_frames: str = "steps"
+    env_options: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def key(self) -> str:
+        """Unique within a run; the resume and de-duplication key."""
+        return f"{self.suite}/task{self.task_id:03d}/trial{self.trial:02d}"
+
+    @property
+    def render_cameras(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.cameras + self.video_cameras))
+
+
+@dataclass
+class EpisodeResult:
+    """The record of one finished episode (one JSON line in the run folder)."""
+
+    key: str
+    suite: str
+    task_id: int
+    task: str
+    instruction: str
+    trial: int
+    init_state: int
+    seed: int
+    success: bool | None  # None when the episode errored before an outcome existed
+    termination: str
+    env_steps: int = 0
+    queries: int = 0
+    max_steps: int = 0
+    step_unit: str = "env_steps"
+    chunk_exec: str = "all"
+    distractors: int = 0
+    decode_failures: int = 0
+    failure_reasons: list[str] = field(default_factory=list)
+    error: str | None = None
+    traceback: str | None = None
+    attempts: int = 1
+    attempt_errors: list[str] = field(default_factory=list)
+    policy: str = ""
+    checkpoint: str | None = None
+    video: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    env_info: dict[str, Any] = field(default_factory=dict)
+    worker: str = ""
+    finished_at: str = ""
+    harness_version: str = ""
+    versions: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def check_chunk(chunk: ActionChunk, action_dim: int) -> str | None:
+    """Why a policy's chunk cannot be executed, or None if it can."""
+    a = np.asarray(chunk.actions)
+    if a.ndim != 2 or a.shape[0] < 1 or a.shape[1] != action_dim:
+        return f"action chunk has shape {a.shape}, expected (T>=1, {action_dim})"
+    if not np.issubdtype(a.dtype, np.number):
+        return f"action chunk has dtype {a.dtype}"
+    if not np.all(np.isfinite(a)):
+        return "action chunk holds NaN or infinite values"
+    return None
+
+
+class ProtocolRun:
+    """Runs one episode on `env`; `act` maps an observation to an ActionChunk (local or remote)."""
+
+    def __init__(self, env: Env, spec: EpisodeSpec, act: Callable[[Observation], ActionChunk],
+                 frame_sink: Callable[[np.ndarray], None] | None = None):
+        self.env, self.spec, self.act, self.frame_sink = env, spec, act, frame_sink
+
+    def run(self) -> dict[str, Any]:
+        """Returns the outcome fields of an EpisodeResult (the caller adds identity fields)."""
+        spec, env = self.spec, self.env
+        t_start = time.perf_counter()
+        timings = {"reset_s": 0.0, "settle_s": 0.0, "policy_s": 0.0, "env_s": 0.0}
+        out: dict[str, Any] = {"env_steps": 0, "queries": 0, "decode_failures": 0, "failure_reasons": []}
+        every_step_video = self.frame_sink is not None and spec.video_frames == "steps"
+
+        t = time.perf_counter()
+        obs = env.reset(spec)
+        timings["reset_s"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        for i in range(spec.num_steps_wait):
+            # Only the last settle frame is looked at: render nothing before it.
+            r = env.step(env.dummy_action, render=i == spec.num_steps_wait - 1)
+            obs = r.observation
+        timings["settle_s"] = time.perf_counter() - t
+
+        executor = ChunkRule.parse(spec.chunk_exec).executor()
+        action_dim = len(env.dummy_action)
+        termination, success = STEP_LIMIT, False
+        if self.frame_sink is not None:
+            self._frame(obs)
+        while True:
+            if spec.step_unit == "env_steps" and out["env_steps"] >= spec.max_steps:
+                break
+            if executor.needs_query():
+                if spec.step_unit == "queries" and out["queries"] >= spec.max_steps:
+                    break
+                t = time.perf_counter()
+                try:
+                    chunk = self.act(obs)
+                except Exception as e:  # a policy exception ends this episode, recorded, not the run
+                    out["error"] = f"policy raised {type(e).__name__}: {e}"
+                    termination = POLICY_ERROR
+                    break
+                finally:
+                    timings["policy_s"] += time.perf_counter() - t
+                out["queries"] += 1
+                out["decode_failures"] += len(chunk.failures)
+                out["failure_reasons"] += chunk.failures
+                if chunk.stop:
+                    out["error"] = chunk.stop
+                    termination = POLICY_STOP
+                    break
+                problem = check_chunk(chunk, action_dim)
+                if problem:
+                    out["error"] = problem
+                    termination = POLICY_ERROR
+                    break
+                executor.push(np.asarray(chunk.actions, dtype=np.float64))
+            action = executor.pop()
+            # Render only what someone will look at: the policy's next observation or the video.
+            render = executor.needs_query() or every_step_video
+            t = time.perf_counter()
+            r = env.step(action, render=render)
+            timings["env_s"] += time.perf_counter() - t
+            out["env_steps"] += 1
+            obs = r.observation
+            if self.frame_sink is not None and render:
+                self._frame(obs)
+            if r.success:
+                termination, success = SUCCESS, True
+                break
+            if r.failure:
+                termination = ENV_FAILURE
+                out["error"] = r.failure
+                break
+        timings["wall_s"] = time.perf_counter() - t_start
+        out.update(success=success, termination=termination,
+                   timings={k: round(v, 4) for k, v in timings.items()})
+        return out
+
+    def _frame(self, obs: Observation) -> None:
+        frame = self.env.frame(obs)
+        if frame is not None:
+            self.frame_sink(frame)

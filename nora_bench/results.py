@@ -1,0 +1,68 @@
+"""Episode records -> pandas tables: success rates with counts and 95% Wilson intervals."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from nora_bench import UserError
+from nora_bench.run.rundir import RunDir
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion (NaN, NaN) when n == 0."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def load(run_dir: str | Path) -> pd.DataFrame:
+    """One row per recorded episode of a run folder (nested timings flattened to `time_*`)."""
+    rd = RunDir(run_dir)
+    if not rd.exists():
+        raise UserError(f"{run_dir} is not a nora-bench run folder (no {RunDir.CONFIG}): pass the folder `nora-bench run` wrote")
+    records = rd.records()
+    df = pd.DataFrame.from_records(records)
+    if df.empty:
+        return df
+    timings = pd.json_normalize(df["timings"].tolist()).add_prefix("time_")
+    df = pd.concat([df.drop(columns=["timings"]), timings], axis=1)
+    df["run"] = Path(run_dir).name
+    return df
+
+
+def success_table(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Success per group: episodes, successes, errored, rate and its 95% Wilson interval.
+
+    Errored episodes (no outcome) are counted apart and left out of the rate: they are not failures
+    of the policy, and they are never silently turned into zeros.
+    """
+    rows = []
+    for keys, g in df.groupby(by, sort=True, dropna=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        scored = g[g["success"].notna()]
+        n, k = len(scored), int(scored["success"].astype(bool).sum())
+        lo, hi = wilson_interval(k, n)
+        rows.append({**dict(zip(by, keys)), "episodes": len(g), "successes": k, "errored": len(g) - n,
+                     "success_rate": k / n if n else math.nan, "ci95_low": lo, "ci95_high": hi})
+    return pd.DataFrame(rows)
+
+
+def task_table(df: pd.DataFrame) -> pd.DataFrame:
+    by = ["suite", "task_id"]
+    table = success_table(df, by)
+    names = df.groupby(by)["task"].agg(lambda s: next((x for x in s if x), ""))
+    table.insert(2, "task", [names.get(tuple(r)) for r in table[by].itertuples(index=False)])
+    return table
+
+
+def suite_table(df: pd.DataFrame) -> pd.DataFrame:
+    return success_table(df, ["suite"])

@@ -1,0 +1,1 @@
+"""Running evaluations: the run folder, Ray env workers and the scheduler."""

@@ -1,0 +1,215 @@
+"""The scheduler: expands a run into episodes and runs them on Ray env workers.
+
+Every finished episode is appended to the run folder at once. A worker that dies is replaced
+and its episode re-run from the start, up to `max_attempts`; an episode that keeps failing is
+recorded as errored with its reasons, and the run goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import zlib
+from dataclasses import dataclass, field, replace
+
+import ray
+from ray.exceptions import RayActorError, RayError
+
+from nora_bench import UserError, __version__
+from nora_bench.config import RunConfig
+from nora_bench.episode import ERROR, EpisodeResult, EpisodeSpec
+from nora_bench.run.rundir import RunDir, now, package_versions
+from nora_bench.run.workers import ENV_WORKER_MEMORY, RemoteEnvWorker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExecOptions:
+    """How a run executes; none of this changes its results (so it is not part of config.yaml)."""
+
+    workers: int | None = None  # None: as many as CPUs and memory allow
+    ray_address: str | None = None
+    max_attempts: int = 3
+    progress: bool = True
+    verbose: bool = False
+
+
+def episode_seed(run_seed: int, key: str) -> int:
+    """A per-episode seed from the run seed and the episode key: independent of worker and order."""
+    return (run_seed * 1_000_003 + zlib.crc32(key.encode())) % (2**31)
+
+
+def expand(config: RunConfig) -> list[EpisodeSpec]:
+    """(task, trial) episode specs of a run, ordered by task then trial."""
+    suite = config.suite_spec
+    policy = config.policy
+    cameras = tuple(policy.get("cameras", ()))
+    video_cameras: tuple[str, ...] = ()
+    if config.video:
+        video_cameras = ("agentview", "wrist") if config.video_wrist else ("agentview",)
+    specs = []
+    for task in config.tasks:
+        for trial in config.trials:
+            spec = EpisodeSpec(
+                suite=suite.name, benchmark=suite.benchmark, env=suite.env, task_id=task, trial=trial,
+                init_state=trial, seed=0, max_steps=config.max_steps, step_unit=config.step_unit,
+                num_steps_wait=config.num_steps_wait, chunk_exec=config.chunk_exec,
+                distractors=config.distractors, camera_size=suite.camera_size, cameras=cameras,
+                state=bool(policy.get("state", False)), video_cameras=video_cameras,
+                video_frames=config.video_frames, env_options=tuple(sorted(suite.env_options.items())))
+            specs.append(replace(spec, seed=episode_seed(config.seed, spec.key)))
+    return specs
+
+
+def default_workers(n_episodes: int) -> int:
+    """As many workers as CPU cores allow within memory (about 1.5 GB per LIBERO env)."""
+    cpus = os.cpu_count() or 1
+    try:
+        import psutil
+
+        mem_workers = int(psutil.virtual_memory().available // ENV_WORKER_MEMORY) - 1
+    except ImportError:
+        mem_workers = cpus
+    return max(1, min(cpus, mem_workers, n_episodes))
+
+
+def init_ray(address: str | None, workers: int, verbose: bool) -> bool:
+    """Start a local Ray (or join `address`). Returns True if this call started Ray."""
+    if ray.is_initialized():
+        return False
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=verbose, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise UserError(f"cannot join the Ray cluster at {address!r} ({e}); start one with `ray start --head` "
+                            "or leave out --ray-address to run locally") from None
+        return True
+    # Keep every Ray server on loopback for a local run.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    ray.init(num_cpus=max(os.cpu_count() or 1, workers), include_dashboard=False,
+             object_store_memory=512 * 2**20, log_to_driver=verbose, logging_level=logging.WARNING,
+             _system_config={"max_direct_call_object_size": 1 << 20})
+    return True
+
+
+@dataclass
+class _Pending:
+    spec: EpisodeSpec
+    attempts: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+class Scheduler:
+    def __init__(self, config: RunConfig, run_dir: RunDir, options: ExecOptions):
+        self.config, self.run_dir, self.options = config, run_dir, options
+        self.versions = package_versions()
+
+    def run(self, on_result=None) -> int:
+        """Run the episodes missing from the run folder. Returns how many were run."""
+        resumed = self.run_dir.open(self.config, self.versions)
+        done = self.run_dir.done_keys() if resumed else set()
+        todo = [_Pending(s) for s in expand(self.config) if s.key not in done]
+        if not todo:
+            return 0
+        n_workers = self.options.workers or default_workers(len(todo))
+        n_workers = max(1, min(n_workers, len(todo)))
+        started = init_ray(self.options.ray_address, n_workers, self.options.verbose)
+        try:
+            self._drive(todo, n_workers, on_result)
+        finally:
+            if started:
+                ray.shutdown()
+        return len(todo)
+
+    # -- internals ----------------------------------------------------------------------------
+    def _new_worker(self, index: int):
+        return RemoteEnvWorker.options(
+            num_cpus=1, memory=ENV_WORKER_MEMORY, max_restarts=0, name=None,
+        ).remote(self.config.policy, f"worker{index}")
+
+    def _drive(self, todo: list[_Pending], n_workers: int, on_result) -> None:
+        queue = list(todo)
+        workers = {i: self._new_worker(i) for i in range(n_workers)}
+        worker_task: dict[int, tuple | None] = {i: None for i in workers}  # the env each worker has built
+        inflight: dict = {}  # ObjectRef -> (worker index, pending)
+        next_index = n_workers
+
+        def task_of(spec: EpisodeSpec) -> tuple:
+            return (spec.suite, spec.task_id)
+
+        def pick(i: int) -> _Pending:
+            # Prefer the task whose env this worker already built (no rebuild), then a task no
+            # other worker is on, then the first pending episode.
+            mine = worker_task[i]
+            busy = {task_of(p.spec) for _, p in inflight.values()}
+            for rule in (lambda p: task_of(p.spec) == mine, lambda p: task_of(p.spec) not in busy, lambda p: True):
+                for j, p in enumerate(queue):
+                    if rule(p):
+                        return queue.pop(j)
+            raise AssertionError("pick() called on an empty queue")
+
+        def submit(i: int) -> None:
+            p = pick(i)
+            p.attempts += 1
+            worker_task[i] = task_of(p.spec)
+            inflight[workers[i].run.remote(p.spec)] = (i, p)
+
+        for i in list(workers):
+            if queue:
+                submit(i)
+        while inflight:
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            ref = ready[0]
+            i, p = inflight.pop(ref)
+            try:
+                outcome, video = ray.get(ref)
+            except RayActorError as e:
+                # The worker process died (segfault, OOM, kill -9): replace it and re-run the episode.
+                cause = f"env worker died: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+                log.warning("%s on %s", cause, p.spec.key)
+                ray.kill(workers[i], no_restart=True)
+                del workers[i], worker_task[i]
+                i, next_index = next_index, next_index + 1
+                workers[i], worker_task[i] = self._new_worker(i), None
+                outcome, video = {"success": None, "termination": ERROR, "error": cause}, None
+            except RayError as e:
+                outcome, video = {"success": None, "termination": ERROR, "error": f"{type(e).__name__}: {e}"}, None
+            if outcome["termination"] == ERROR and p.attempts < self.options.max_attempts:
+                p.errors.append(outcome["error"])
+                queue.insert(0, p)
+            else:
+                if outcome["termination"] == ERROR:
+                    p.errors.append(outcome["error"])
+                record = self._record(p, outcome, video)
+                self.run_dir.append(record.to_dict())
+                if on_result:
+                    on_result(record)
+            if queue:
+                submit(i)
+        for w in workers.values():
+            try:
+                ray.get(w.shutdown.remote(), timeout=30)
+            except RayError:
+                pass
+            ray.kill(w, no_restart=True)
+
+    def _record(self, p: _Pending, outcome: dict, video: bytes | None) -> EpisodeResult:
+        spec, policy = p.spec, self.config.policy
+        rel = self.run_dir.write_video(spec.key, video) if video else None
+        return EpisodeResult(
+            key=spec.key, suite=spec.suite, task_id=spec.task_id, task=outcome.get("task", ""),
+            instruction=outcome.get("instruction", ""), trial=spec.trial, init_state=spec.init_state,
+            seed=spec.seed, success=outcome.get("success"), termination=outcome["termination"],
+            env_steps=outcome.get("env_steps", 0), queries=outcome.get("queries", 0),
+            max_steps=spec.max_steps, step_unit=spec.step_unit, chunk_exec=spec.chunk_exec,
+            distractors=spec.distractors, decode_failures=outcome.get("decode_failures", 0),
+            failure_reasons=outcome.get("failure_reasons", []), error=outcome.get("error"),
+            traceback=outcome.get("traceback"), attempts=p.attempts,
+            attempt_errors=p.errors[:-1] if outcome["termination"] == ERROR else list(p.errors),
+            policy=policy.get("name", ""), checkpoint=policy.get("checkpoint"), video=rel,
+            timings=outcome.get("timings", {}), env_info=outcome.get("env_info", {}),
+            worker=outcome.get("worker", ""), finished_at=now(), harness_version=__version__,
+            versions=self.versions,
+        )
