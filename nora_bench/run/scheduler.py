@@ -20,7 +20,7 @@ from nora_bench import UserError, __version__
 from nora_bench.config import RunConfig
 from nora_bench.episode import ERROR, EpisodeResult, EpisodeSpec
 from nora_bench.run.rundir import RunDir, now, package_versions
-from nora_bench.run.workers import ENV_WORKER_MEMORY, RemoteEnvWorker
+from nora_bench.run.workers import ENV_WORKER_MEMORY, EnvWorker, RemoteEnvWorker
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ class ExecOptions:
     max_attempts: int = 3
     progress: bool = True
     verbose: bool = False
+    # Run episodes one by one in this process, without Ray: for envs that talk to an operator
+    # on this terminal (the real WidowX) and for debugging.
+    in_process: bool = False
 
 
 def episode_seed(run_seed: int, key: str) -> int:
@@ -113,6 +116,9 @@ class Scheduler:
         todo = [_Pending(s) for s in expand(self.config) if s.key not in done]
         if not todo:
             return 0
+        if self.options.in_process:
+            self._drive_in_process(todo, on_result)
+            return len(todo)
         n_workers = self.options.workers or default_workers(len(todo))
         n_workers = max(1, min(n_workers, len(todo)))
         started = init_ray(self.options.ray_address, n_workers, self.options.verbose)
@@ -176,16 +182,12 @@ class Scheduler:
                 outcome, video = {"success": None, "termination": ERROR, "error": cause}, None
             except RayError as e:
                 outcome, video = {"success": None, "termination": ERROR, "error": f"{type(e).__name__}: {e}"}, None
-            if outcome["termination"] == ERROR and p.attempts < self.options.max_attempts:
+            if outcome["termination"] == ERROR:
                 p.errors.append(outcome["error"])
+            if outcome["termination"] == ERROR and p.attempts < self.options.max_attempts:
                 queue.insert(0, p)
             else:
-                if outcome["termination"] == ERROR:
-                    p.errors.append(outcome["error"])
-                record = self._record(p, outcome, video)
-                self.run_dir.append(record.to_dict())
-                if on_result:
-                    on_result(record)
+                self._finish(p, outcome, video, on_result)
             if queue:
                 submit(i)
         for w in workers.values():
@@ -194,6 +196,28 @@ class Scheduler:
             except RayError:
                 pass
             ray.kill(w, no_restart=True)
+
+    def _drive_in_process(self, todo: list[_Pending], on_result) -> None:
+        worker = EnvWorker(self.config.policy, "driver")
+        try:
+            for p in todo:
+                while True:
+                    p.attempts += 1
+                    outcome, video = worker.run(p.spec)
+                    if outcome["termination"] != ERROR:
+                        break
+                    p.errors.append(outcome["error"])
+                    if p.attempts >= self.options.max_attempts:
+                        break
+                self._finish(p, outcome, video, on_result)
+        finally:
+            worker.shutdown()
+
+    def _finish(self, p: _Pending, outcome: dict, video: bytes | None, on_result) -> None:
+        record = self._record(p, outcome, video)
+        self.run_dir.append(record.to_dict())
+        if on_result:
+            on_result(record)
 
     def _record(self, p: _Pending, outcome: dict, video: bytes | None) -> EpisodeResult:
         spec, policy = p.spec, self.config.policy
