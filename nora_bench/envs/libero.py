@@ -22,7 +22,7 @@ CAMERA_ALIASES = {"wrist": "robot0_eye_in_hand"}
 # Reset without reloading the MuJoCo model: tests/test_libero.py proves it gives the same
 # trajectory as a hard reset for the same init state and actions, at a tenth of the cost.
 SOFT_RESET = True
-ENV_SEED = 0  # the reference scripts call env.seed(0)
+ENV_SEED = 0  # the reference scripts call env.seed(0) once per env
 
 
 def camera_name(name: str) -> str:
@@ -121,9 +121,17 @@ class LiberoEnv:
         self._video_cameras = tuple(camera_name(c) for c in spec.video_cameras)
         self._want_state = spec.state
         self._episode = spec.key
-        # A fresh env comes already reset from its constructor's model load; later episodes reset
-        # softly (same model, state restored) before the init state is written.
+        # LIBERO re-samples fixture placements (cabinets, stoves: model body poses, not part of the
+        # init state) from NumPy's global RNG at every reset. The reference scripts let that depend on
+        # how many resets one long-lived env has done; seeding it per episode makes an outcome
+        # independent of which worker ran the episode and in what order.
+        np.random.seed(spec.seed % 2**32)
         self._env.reset()
+        if SOFT_RESET:
+            # The only state a soft reset keeps that a model reload clears: the gripper's
+            # integrated command (robosuite's Panda gripper accumulates it across steps).
+            for robot in self._env.env.robots:
+                robot.gripper.current_action = np.zeros(robot.gripper.dof)
         raw = self._env.set_init_state(states[spec.init_state])
         return self._observation(raw)
 
