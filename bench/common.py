@@ -1,0 +1,41 @@
+"""Shared helpers for the benchmarks: a temporary run, timing, printing."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+
+@contextmanager
+def timer(store: dict, name: str):
+    t = time.perf_counter()
+    yield
+    store[name] = time.perf_counter() - t
+
+
+def harness_run(suite: str, policy: str, tasks: str, trials: int, max_steps: int, workers: int,
+                video: bool = True, **exec_kw) -> float:
+    """Wall seconds of one `nora-bench run` (Ray start included) into a fresh folder."""
+    from nora_bench.cli import resolve_config
+    from nora_bench.run.rundir import RunDir
+    from nora_bench.run.scheduler import ExecOptions, Scheduler
+
+    config = resolve_config(suite, policy, tasks, str(trials), 7, None, max_steps, None, None, video, False, "steps")
+    with tempfile.TemporaryDirectory() as d:
+        t = time.perf_counter()
+        Scheduler(config, RunDir(Path(d) / "run"), ExecOptions(workers=workers, progress=False, **exec_kw)).run()
+        return time.perf_counter() - t
+
+
+def table(rows: list[tuple], header: tuple) -> None:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for r in [header, *rows]:
+        print("  ".join(str(x).ljust(w) for x, w in zip(r, widths)))
