@@ -116,6 +116,12 @@ def run(
     resume: Optional[Path] = typer.Option(None, help="Resume this run folder: run exactly the episodes it is missing."),
     ray_address: Optional[str] = typer.Option(None, help="Join an existing Ray cluster (auto or HOST:PORT) instead of starting one."),
     max_attempts: int = typer.Option(3, help="Attempts per episode when a worker dies or the env raises."),
+    policy_mode: str = typer.Option("auto", help="Where the policy runs: local (in each env worker), actor (batching policy actors), auto (the preset's choice)."),
+    policy_replicas: int = typer.Option(1, help="Policy actor replicas (actor mode)."),
+    policy_gpus: float = typer.Option(0.0, help="GPUs per policy replica (actor mode)."),
+    max_batch: int = typer.Option(8, help="Largest batch a policy actor forms from concurrent requests."),
+    max_wait_ms: float = typer.Option(5.0, help="How long a policy actor waits for a batch to fill."),
+    render_threads: Optional[int] = typer.Option(None, help="Mesa llvmpipe render threads per env worker (default: one per core)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show worker logs."),
 ) -> None:
     """Evaluate a policy on a suite and print its success table."""
@@ -141,8 +147,13 @@ def run(
         console.print(f"[bold]{config.suite['name']}[/] x [bold]{config.policy['name']}[/]: {len(config.tasks)} task(s) x "
                       f"{len(config.trials)} trial(s) = {total} episodes, limit {config.max_steps} {config.step_unit}, "
                       f"chunk rule {config.chunk_exec} -> {out}" + (f" (resuming: {already} done)" if already else ""))
-        scheduler = Scheduler(config, rd, ExecOptions(workers=workers, ray_address=ray_address,
-                                                      max_attempts=max_attempts, verbose=verbose))
+        if policy_replicas < 1 or max_batch < 1 or max_wait_ms < 0 or policy_gpus < 0:
+            raise UserError("--policy-replicas and --max-batch must be >= 1, --max-wait-ms and --policy-gpus >= 0")
+        options = ExecOptions(workers=workers, ray_address=ray_address, max_attempts=max_attempts, verbose=verbose,
+                              policy_mode=policy_mode, policy_replicas=policy_replicas, policy_gpus=policy_gpus,
+                              max_batch_size=max_batch, max_wait_ms=max_wait_ms, render_threads=render_threads)
+        options.uses_policy_actor(config.policy)  # validates --policy-mode before anything starts
+        scheduler = Scheduler(config, rd, options)
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total} episodes"),
                       TextColumn("[green]{task.fields[successes]} successes"), _RateColumn(), TimeElapsedColumn(),
@@ -155,6 +166,9 @@ def run(
                     progress.console.print(f"[yellow]{record.key} errored after {record.attempts} attempt(s): {record.error}")
 
             scheduler.run(on_result)
+        for i, st in enumerate(scheduler.policy_stats):
+            console.print(f"policy replica {i}: {st['requests']} requests in {st['batches']} batches "
+                          f"(mean {st['mean_batch']:.2f}, max {st['max_batch']}), busy {st['busy_s']:.1f} s")
         df = load(out)
         print_tables(df)
         errored = int(df["success"].isna().sum()) if not df.empty else 0

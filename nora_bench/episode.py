@@ -27,6 +27,10 @@ ERROR = "error"  # an exception in the env or the worker; retried, then recorded
 TERMINATIONS = (SUCCESS, STEP_LIMIT, POLICY_STOP, POLICY_ERROR, ENV_FAILURE, ERROR)
 
 
+class InfrastructureError(RuntimeError):
+    """The machinery failed (e.g. the policy actor died), not the policy: the episode is re-run."""
+
+
 @dataclass(frozen=True)
 class EpisodeSpec:
     """One episode to run: everything that decides its outcome."""
@@ -92,6 +96,7 @@ class EpisodeResult:
     timings: dict[str, float] = field(default_factory=dict)
     env_info: dict[str, Any] = field(default_factory=dict)
     worker: str = ""
+    node: str = ""  # Ray node id of the worker
     finished_at: str = ""
     harness_version: str = ""
     versions: dict[str, str] = field(default_factory=dict)
@@ -152,6 +157,8 @@ class ProtocolRun:
                 t = time.perf_counter()
                 try:
                     chunk = self.act(obs)
+                except InfrastructureError:
+                    raise
                 except Exception as e:  # a policy exception ends this episode, recorded, not the run
                     out["error"] = f"policy raised {type(e).__name__}: {e}"
                     termination = POLICY_ERROR

@@ -14,15 +14,21 @@ KINDS: dict[str, str] = {
 }
 
 # Preset keys that describe the run rather than the policy object.
-_RUN_KEYS = {"name", "kind", "description", "chunk_exec"}
+_RUN_KEYS = {"name", "kind", "description", "chunk_exec", "serve"}
 
 
 def make_policy(preset: dict) -> Policy:
     kind = preset["kind"]
-    if kind not in KINDS:
-        raise UserError(f"unknown policy kind {kind!r} in preset {preset.get('name')!r}; known kinds: {', '.join(sorted(KINDS))}")
-    module, factory = KINDS[kind].split(":")
-    cls = getattr(importlib.import_module(module), factory)
+    # A kind is a registered name, or "package.module:Class" for a policy of your own.
+    target = KINDS.get(kind, kind if ":" in kind else None)
+    if target is None:
+        raise UserError(f"unknown policy kind {kind!r} in preset {preset.get('name')!r}; known kinds: "
+                        f"{', '.join(sorted(KINDS))}, or 'package.module:Class' for your own")
+    module, factory = target.split(":", 1)
+    try:
+        cls = getattr(importlib.import_module(module), factory)
+    except (ImportError, AttributeError) as e:
+        raise UserError(f"cannot load policy kind {kind!r}: {e}") from None
     kwargs = {k: v for k, v in preset.items() if k not in _RUN_KEYS}
     try:
         return cls(**kwargs)

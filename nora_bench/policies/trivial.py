@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from nora_bench.policies.base import ActionChunk, Requirements
@@ -10,16 +12,23 @@ DUMMY_ACTION = np.array([0, 0, 0, 0, 0, 0, -1], dtype=np.float64)
 
 
 class ZeroPolicy:
-    """Always the dummy action: no motion, gripper open."""
+    """Always the dummy action: no motion, gripper open.
 
-    def __init__(self, cameras: list[str] | tuple[str, ...] = (), horizon: int = 1):
+    `latency_s` adds a fixed cost per `act` call, whatever the batch size: a stand-in for a
+    model's forward pass in benchmarks of batching.
+    """
+
+    def __init__(self, cameras: list[str] | tuple[str, ...] = (), horizon: int = 1, latency_s: float = 0.0):
         self.requirements = Requirements(cameras=tuple(cameras))
         self.horizon = horizon
+        self.latency_s = latency_s
 
     def start_episode(self, spec) -> None:
         pass
 
     def act(self, observations):
+        if self.latency_s:
+            time.sleep(self.latency_s)
         chunk = np.tile(DUMMY_ACTION, (self.horizon, 1))
         return [ActionChunk(chunk.copy()) for _ in observations]
 

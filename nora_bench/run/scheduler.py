@@ -19,6 +19,7 @@ from ray.exceptions import RayActorError, RayError
 from nora_bench import UserError, __version__
 from nora_bench.config import RunConfig
 from nora_bench.episode import ERROR, EpisodeResult, EpisodeSpec
+from nora_bench.run.policy_actor import BatchOptions, PolicyActor
 from nora_bench.run.rundir import RunDir, now, package_versions
 from nora_bench.run.workers import ENV_WORKER_MEMORY, EnvWorker, RemoteEnvWorker
 
@@ -37,6 +38,23 @@ class ExecOptions:
     # Run episodes one by one in this process, without Ray: for envs that talk to an operator
     # on this terminal (the real WidowX) and for debugging.
     in_process: bool = False
+    # Where the policy runs: "local" (inside each env worker), "actor" (batching policy actors),
+    # "auto" (the preset's `serve` field, default local).
+    policy_mode: str = "auto"
+    policy_replicas: int = 1
+    policy_gpus: float = 0.0
+    policy_cpus: float | None = None  # None: 1 without GPUs, else 0
+    policy_resources: dict = field(default_factory=dict)  # custom Ray resources, e.g. {"gpu_node": 1}
+    max_batch_size: int = 8
+    max_wait_ms: float = 5.0
+    # llvmpipe threads per env worker (None: Mesa's default, one per core)
+    render_threads: int | None = None
+
+    def uses_policy_actor(self, preset: dict) -> bool:
+        mode = preset.get("serve", "local") if self.policy_mode == "auto" else self.policy_mode
+        if mode not in ("local", "actor"):
+            raise UserError(f"unknown policy mode {mode!r}: use local or actor")
+        return mode == "actor"
 
 
 def episode_seed(run_seed: int, key: str) -> int:
@@ -78,7 +96,7 @@ def default_workers(n_episodes: int) -> int:
     return max(1, min(cpus, mem_workers, n_episodes))
 
 
-def init_ray(address: str | None, workers: int, verbose: bool) -> bool:
+def init_ray(address: str | None, cpus_wanted: int, verbose: bool) -> bool:
     """Start a local Ray (or join `address`). Returns True if this call started Ray."""
     if ray.is_initialized():
         return False
@@ -91,7 +109,7 @@ def init_ray(address: str | None, workers: int, verbose: bool) -> bool:
         return True
     # Keep every Ray server on loopback for a local run.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray.init(num_cpus=max(os.cpu_count() or 1, workers), include_dashboard=False,
+    ray.init(num_cpus=max(os.cpu_count() or 1, cpus_wanted), include_dashboard=False,
              object_store_memory=512 * 2**20, log_to_driver=verbose, logging_level=logging.WARNING,
              _system_config={"max_direct_call_object_size": 1 << 20})
     return True
@@ -108,6 +126,7 @@ class Scheduler:
     def __init__(self, config: RunConfig, run_dir: RunDir, options: ExecOptions):
         self.config, self.run_dir, self.options = config, run_dir, options
         self.versions = package_versions()
+        self.policy_stats: list[dict] = []
 
     def run(self, on_result=None) -> int:
         """Run the episodes missing from the run folder. Returns how many were run."""
@@ -121,7 +140,9 @@ class Scheduler:
             return len(todo)
         n_workers = self.options.workers or default_workers(len(todo))
         n_workers = max(1, min(n_workers, len(todo)))
-        started = init_ray(self.options.ray_address, n_workers, self.options.verbose)
+        actor_mode = self.options.uses_policy_actor(self.config.policy)
+        cpus_wanted = n_workers + (self.options.policy_replicas if actor_mode else 0)
+        started = init_ray(self.options.ray_address, cpus_wanted, self.options.verbose)
         try:
             self._drive(todo, n_workers, on_result)
         finally:
@@ -130,12 +151,36 @@ class Scheduler:
         return len(todo)
 
     # -- internals ----------------------------------------------------------------------------
+    def _policy_actors(self) -> list:
+        """Batching policy replicas, restarted by Ray if their process dies."""
+        o = self.options
+        if not o.uses_policy_actor(self.config.policy):
+            return []
+        cpus = o.policy_cpus if o.policy_cpus is not None else (0 if o.policy_gpus else 1)
+        cls = ray.remote(PolicyActor).options(num_cpus=cpus, num_gpus=o.policy_gpus, resources=o.policy_resources or None,
+                                              max_restarts=-1, max_concurrency=1000)
+        batch = BatchOptions(o.max_batch_size, o.max_wait_ms)
+        return [cls.remote(self.config.policy, batch) for _ in range(o.policy_replicas)]
+
     def _new_worker(self, index: int):
+        actor = self._replicas[index % len(self._replicas)] if self._replicas else None
         return RemoteEnvWorker.options(
-            num_cpus=1, memory=ENV_WORKER_MEMORY, max_restarts=0, name=None,
-        ).remote(self.config.policy, f"worker{index}")
+            num_cpus=1, memory=ENV_WORKER_MEMORY, max_restarts=0,
+        ).remote(self.config.policy, f"worker{index}", actor, self.options.render_threads)
 
     def _drive(self, todo: list[_Pending], n_workers: int, on_result) -> None:
+        self._replicas = self._policy_actors()
+        try:
+            self._drive_workers(todo, n_workers, on_result)
+        finally:
+            for actor in self._replicas:
+                try:
+                    self.policy_stats.append(ray.get(actor.stats.remote(), timeout=30))
+                except RayError:
+                    pass
+                ray.kill(actor, no_restart=True)
+
+    def _drive_workers(self, todo: list[_Pending], n_workers: int, on_result) -> None:
         queue = list(todo)
         workers = {i: self._new_worker(i) for i in range(n_workers)}
         worker_task: dict[int, tuple | None] = {i: None for i in workers}  # the env each worker has built
@@ -198,7 +243,7 @@ class Scheduler:
             ray.kill(w, no_restart=True)
 
     def _drive_in_process(self, todo: list[_Pending], on_result) -> None:
-        worker = EnvWorker(self.config.policy, "driver")
+        worker = EnvWorker(self.config.policy, "driver", render_threads=self.options.render_threads)
         try:
             for p in todo:
                 while True:
@@ -234,6 +279,6 @@ class Scheduler:
             attempt_errors=p.errors[:-1] if outcome["termination"] == ERROR else list(p.errors),
             policy=policy.get("name", ""), checkpoint=policy.get("checkpoint"), video=rel,
             timings=outcome.get("timings", {}), env_info=outcome.get("env_info", {}),
-            worker=outcome.get("worker", ""), finished_at=now(), harness_version=__version__,
+            worker=outcome.get("worker", ""), node=outcome.get("node", ""), finished_at=now(), harness_version=__version__,
             versions=self.versions,
         )

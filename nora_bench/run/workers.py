@@ -1,38 +1,50 @@
-"""Ray env workers: each process hosts one env and runs whole episodes through the protocol."""
+"""Ray env workers: each process hosts one env and runs whole episodes through the protocol.
+
+The policy either lives in the worker (cheap policies: no inter-process hop) or in a batching
+policy actor shared by many workers (models: one replica keeps a GPU busy).
+"""
 
 from __future__ import annotations
 
 import os
 import socket
+import time
 import traceback
 from typing import Any
 
 import ray
+from ray.exceptions import GetTimeoutError, RayActorError
 
 from nora_bench.envs import configure_rendering, make_env
-from nora_bench.episode import ERROR, EpisodeSpec, ProtocolRun
+from nora_bench.envs.base import Observation
+from nora_bench.episode import ERROR, EpisodeSpec, InfrastructureError, ProtocolRun
 from nora_bench.policies import make_policy
 from nora_bench.video import VideoWriter
 
 # About 1.5 GB per LIBERO env (REFERENCE.md section 5): Ray places no more workers than memory allows.
 ENV_WORKER_MEMORY = int(1.5 * 2**30)
+# How long a worker waits for a restarting policy actor (a 3B model takes a while to load).
+POLICY_RESTART_WAIT_S = 600.0
 
 
 class EnvWorker:
-    """Runs episodes on its env; the policy lives in the worker (one replica per worker)."""
+    """Runs episodes on its env, with a local policy or a handle to a policy actor."""
 
-    def __init__(self, policy_preset: dict, name: str = ""):
+    def __init__(self, policy_preset: dict, name: str = "", policy_actor=None, render_threads: int | None = None):
+        if render_threads:
+            # llvmpipe renders with one thread per core by default; several workers on one
+            # machine oversubscribe the cores unless each keeps to its share.
+            os.environ["LP_NUM_THREADS"] = str(render_threads)
         configure_rendering()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self.policy = make_policy(policy_preset)
+        self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+        self.policy_actor = policy_actor
+        self.policy = None if policy_actor is not None else make_policy(policy_preset)
         self.env = None
         self.env_kind = None
 
     def pid(self) -> int:
         return os.getpid()
-
-    def requirements(self):
-        return self.policy.requirements
 
     def run(self, spec: EpisodeSpec) -> tuple[dict[str, Any], bytes | None]:
         """One episode -> (outcome fields, mp4 bytes or None). Exceptions become an ERROR outcome."""
@@ -42,20 +54,54 @@ class EnvWorker:
                 self._close_env()
                 self.env = make_env(spec.env)
                 self.env_kind = spec.env
-            self.policy.start_episode(spec)
-            act = lambda obs: self.policy.act([obs])[0]  # noqa: E731
-            out = ProtocolRun(self.env, spec, act, writer.add if writer else None).run()
+            out = ProtocolRun(self.env, spec, self._bind_policy(spec), writer.add if writer else None).run()
             out.update(self.env.info)
             out["env_info"] = self.env.episode_info()
+        except InfrastructureError as e:
+            # The env is fine; the policy actor died. Wait for Ray to restart it, then re-run.
+            self._wait_for_policy()
+            out = {"success": None, "termination": ERROR, "error": str(e)}
         except Exception as e:
             # The env may be in any state now: rebuild it for the next episode.
             self._close_env()
-            out = {"success": None, "termination": ERROR,
-                   "error": f"{type(e).__name__}: {e}".strip(),
+            out = {"success": None, "termination": ERROR, "error": f"{type(e).__name__}: {e}".strip(),
                    "traceback": traceback.format_exc(limit=8)}
         video = writer.finish() if writer else None
         out["worker"] = self.name
+        out["node"] = self.node
         return out, video
+
+    def _bind_policy(self, spec: EpisodeSpec):
+        """The episode's `act(observation) -> ActionChunk`."""
+        if self.policy is not None:
+            self.policy.start_episode(spec)
+            return lambda obs: self.policy.act([obs])[0]
+        actor = self.policy_actor
+        self._call(actor.start_episode.remote(spec))
+
+        def act(obs: Observation):
+            # Only the images the policy asked for travel (not the video's extra cameras).
+            compact = Observation(obs.instruction, obs.episode, {c: obs.images[c] for c in spec.cameras if c in obs.images},
+                                  obs.state if spec.state else None)
+            return self._call(actor.act.remote(compact))
+
+        return act
+
+    @staticmethod
+    def _call(ref):
+        try:
+            return ray.get(ref)
+        except RayActorError as e:
+            raise InfrastructureError(f"policy actor died: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
+
+    def _wait_for_policy(self) -> None:
+        deadline = time.monotonic() + POLICY_RESTART_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                ray.get(self.policy_actor.requirements.remote(), timeout=5)
+                return
+            except (RayActorError, GetTimeoutError):
+                time.sleep(1.0)
 
     def _close_env(self) -> None:
         if self.env is not None:

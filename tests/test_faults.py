@@ -1,0 +1,152 @@
+"""Scale and survive: dead workers, dead policy actors, killed drivers, worker-count independence,
+and a two-node cluster. Real Ray, real LIBERO, short episodes."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pytest
+
+from conftest import REPO, run_cli
+from nora_bench import results
+from nora_bench.cli import resolve_config
+from nora_bench.run.rundir import RunDir
+from nora_bench.run.scheduler import ExecOptions, Scheduler
+
+
+def config(policy="random", tasks="0", trials=3, steps=25, suite="libero_object"):
+    return resolve_config(suite, policy, tasks, str(trials), 7, None, steps, None, None, False, False, "steps")
+
+
+def ray_procs(title: str) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(title in part for part in (p.info["cmdline"] or [])):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def kill_when_busy(title: str, killed: list, timeout=240.0):
+    """SIGKILL the first process whose title shows it is running `title` (mid-episode)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not killed:
+        for p in ray_procs(title):
+            time.sleep(1.5)  # let it get into the episode
+            try:
+                p.send_signal(signal.SIGKILL)
+                killed.append(p.pid)
+                return
+            except psutil.Error:
+                pass
+        time.sleep(0.2)
+
+
+def fingerprints(run_dir) -> dict:
+    df = results.load(run_dir)
+    assert df["key"].is_unique, "an episode was recorded twice"
+    return {r["key"]: (r["success"], r["termination"], r["env_steps"], r["env_info"]["final_state_sha1"])
+            for r in df.to_dict("records")}
+
+
+def test_killed_env_worker_is_replaced_and_its_episode_rerun(tmp_path, ray_local):
+    killed: list[int] = []
+    t = threading.Thread(target=kill_when_busy, args=("ray::EnvWorker.run", killed), daemon=True)
+    t.start()
+    rd = RunDir(tmp_path / "run")
+    Scheduler(config(trials=3, steps=40), rd, ExecOptions(workers=2, max_attempts=3)).run()
+    t.join(timeout=5)
+    assert killed, "the test did not manage to kill a worker"
+    df = results.load(rd.path)
+    assert sorted(df["key"]) == [f"libero_object/task000/trial0{i}" for i in range(3)]  # each exactly once
+    rerun = df[df["attempts"] > 1]
+    assert len(rerun) == 1
+    assert "env worker died" in rerun.iloc[0]["attempt_errors"][0]
+    assert (df["termination"] == "step_limit").all()  # every episode finished in the end
+
+
+def test_killed_policy_actor_is_restarted(tmp_path, ray_local):
+    killed: list[int] = []
+    t = threading.Thread(target=kill_when_busy, args=("ray::PolicyActor", killed), daemon=True)
+    t.start()
+    rd = RunDir(tmp_path / "run")
+    Scheduler(config(policy="zero-agentview", trials=2, steps=30), rd,
+              ExecOptions(workers=2, policy_mode="actor", max_attempts=3)).run()
+    t.join(timeout=5)
+    assert killed
+    df = results.load(rd.path)
+    assert len(df) == 2 and df["key"].is_unique
+    assert (df["termination"] == "step_limit").all()
+    errors = [e for errs in df["attempt_errors"] for e in errs]
+    assert any("policy actor died" in e for e in errors), errors
+
+
+def test_episode_that_keeps_failing_is_recorded_as_errored(tmp_path, ray_local):
+    cfg = config(policy="zero", trials=2, steps=5)
+    cfg.suite["benchmark"] = "libero_nonexistent"  # every attempt raises in the worker
+    rd = RunDir(tmp_path / "run")
+    Scheduler(cfg, rd, ExecOptions(workers=1, max_attempts=2)).run()
+    df = results.load(rd.path)
+    assert len(df) == 2
+    assert (df["termination"] == "error").all() and df["success"].isna().all()
+    assert (df["attempts"] == 2).all()
+    assert df["error"].str.contains("unknown LIBERO benchmark").all()
+    assert results.suite_table(df).iloc[0]["errored"] == 2
+
+
+def test_killed_driver_then_resume_equals_a_clean_run(tmp_path):
+    args = ["run", "libero_object", "--policy", "random", "--tasks", "0,1", "--trials", "2", "--max-steps", "25",
+            "--no-video"]
+    clean = tmp_path / "clean"
+    proc = run_cli(*args, "--workers", "2", "--out", str(clean))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    crashed = tmp_path / "crashed"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    driver = subprocess.Popen([sys.executable, "-m", "nora_bench.cli", *args, "--workers", "1", "--out", str(crashed)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and len(RunDir(crashed).records()) < 2:
+            time.sleep(0.2)
+        assert len(RunDir(crashed).records()) >= 2
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)  # the driver and its local Ray die together
+        driver.wait()
+    done_before = len(RunDir(crashed).records())
+    assert done_before < 4
+    proc = run_cli(*args, "--workers", "2", "--resume", str(crashed))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"resuming: {done_before} done" in proc.stdout
+    # the union equals the clean run: same episodes, same outcomes, same final states; no duplicates.
+    # It also shows worker-count independence: 1 worker then 2 workers vs 2 workers throughout.
+    assert fingerprints(crashed) == fingerprints(clean)
+
+
+def test_two_node_cluster_places_workers_and_policy_by_resources(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    gpu_like = cluster.add_node(num_cpus=2, resources={"policy_node": 1})
+    try:
+        rd = RunDir(tmp_path / "run")
+        ray.init(address=cluster.address, log_to_driver=False)
+        sched = Scheduler(config(policy="zero-agentview", tasks="0,1", trials=1, steps=8), rd,
+                          ExecOptions(workers=2, policy_mode="actor", policy_resources={"policy_node": 1}))
+        sched.run()
+        df = results.load(rd.path)
+        assert len(df) == 2 and (df["termination"] == "step_limit").all()
+        assert df["node"].nunique() == 2, "the two env workers should run on the two nodes"
+        assert sched.policy_stats[0]["node"] == gpu_like.node_id
+        assert sched.policy_stats[0]["requests"] == 16
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
