@@ -43,7 +43,9 @@ class ExecOptions:
     policy_mode: str = "auto"
     policy_replicas: int = 1
     policy_gpus: float = 0.0
-    policy_cpus: float | None = None  # None: 1 without GPUs, else 0
+    # CPU slots a replica reserves. 0 by default: a restarting replica must never wait for a CPU
+    # slot that env workers hold while they wait for the replica.
+    policy_cpus: float = 0.0
     policy_resources: dict = field(default_factory=dict)  # custom Ray resources, e.g. {"gpu_node": 1}
     max_batch_size: int = 8
     max_wait_ms: float = 5.0
@@ -140,9 +142,7 @@ class Scheduler:
             return len(todo)
         n_workers = self.options.workers or default_workers(len(todo))
         n_workers = max(1, min(n_workers, len(todo)))
-        actor_mode = self.options.uses_policy_actor(self.config.policy)
-        cpus_wanted = n_workers + (self.options.policy_replicas if actor_mode else 0)
-        started = init_ray(self.options.ray_address, cpus_wanted, self.options.verbose)
+        started = init_ray(self.options.ray_address, n_workers, self.options.verbose)
         try:
             self._drive(todo, n_workers, on_result)
         finally:
@@ -156,8 +156,7 @@ class Scheduler:
         o = self.options
         if not o.uses_policy_actor(self.config.policy):
             return []
-        cpus = o.policy_cpus if o.policy_cpus is not None else (0 if o.policy_gpus else 1)
-        cls = ray.remote(PolicyActor).options(num_cpus=cpus, num_gpus=o.policy_gpus, resources=o.policy_resources or None,
+        cls = ray.remote(PolicyActor).options(num_cpus=o.policy_cpus, num_gpus=o.policy_gpus, resources=o.policy_resources or None,
                                               max_restarts=-1, max_concurrency=1000)
         batch = BatchOptions(o.max_batch_size, o.max_wait_ms)
         return [cls.remote(self.config.policy, batch) for _ in range(o.policy_replicas)]
