@@ -44,8 +44,8 @@ def plot_task_success(table: pd.DataFrame, path: str | Path, series: str | None 
         y = np.array([index[(s, t)] for s, t in zip(part["suite"], part["task_id"])], float)
         y = y + (g_i - (len(groups) - 1) / 2) * height
         rate = 100 * part["success_rate"].to_numpy(float)
-        ax.barh(y, np.nan_to_num(rate), height=height * 0.9, xerr=_errors(part), capsize=3,
-                label=None if g is None else f"{series}={g}", error_kw={"elinewidth": 1})
+        ax.barh(y, np.nan_to_num(rate), height=height * 0.9, label=None if g is None else f"{series}={g}")
+        ax.errorbar(np.nan_to_num(rate), y, xerr=_errors(part), fmt="none", ecolor="black", elinewidth=1, capsize=3)
         for yy, r, k, n in zip(y, part["success_rate"], part["successes"], part["episodes"] - part["errored"]):
             ax.text(101, yy, f"{pct(r)} ({k}/{n})", va="center", fontsize=8)
     ax.set_yticks(range(len(tasks)), labels, fontsize=8)
