@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from nora_bench.episode import ERROR, SUCCESS
-from nora_bench.report.tables import RunTables, display_frame, episode_order
+from nora_bench.report.tables import RunTables, display_frame, episode_order, task_names
 
 TABLE_TITLES = {"success_per_task": "Success per task", "success_per_suite": "Success per suite",
                 "success_overall": "Success overall", "terminations": "Termination reasons",
@@ -173,8 +173,7 @@ def review_page(tables: RunTables, page_path: Path, plots: dict[str, Path]) -> s
 
     ordered = episode_order(df)
     suites = sorted(df["suite"].unique())
-    names = ordered.drop_duplicates(["suite", "task_id"]).sort_values(["suite", "task_id"])
-    task_opts = [(f"{s}/{int(t)}", f"{s} #{int(t)}: {n}") for s, t, n in zip(names["suite"], names["task_id"], names["task"])]
+    task_opts = [(f"{s}/{int(t)}", f"{s} #{int(t)}: {n}") for (s, t), n in task_names(df).sort_index().items()]
     terms = sorted(df["termination"].unique())
     parts += [
         '<h2 id="episodes">Episodes</h2>',
