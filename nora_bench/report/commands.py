@@ -14,6 +14,7 @@ from nora_bench import UserError
 
 console = Console()
 err_console = Console(stderr=True)
+TASK_CHARS = 36
 
 
 def _fail(message: str) -> None:
@@ -24,11 +25,14 @@ def _fail(message: str) -> None:
 def print_frame(title: str, frame: pd.DataFrame) -> None:
     from nora_bench.report.tables import display_frame
 
-    shown = display_frame(frame)
+    shown = display_frame(frame, spaced=True)
+    if "task" in shown:  # full names are in the CSV, Markdown and HTML; the terminal gets a short one
+        shown["task"] = [t if len(str(t)) <= TASK_CHARS else str(t)[: TASK_CHARS - 1] + "…" for t in shown["task"]]
     t = Table(title=title, title_justify="left")
     for c in shown.columns:
         t.add_column(str(c), justify="left" if c in ("suite", "task", "run", "policy", "metric", "note", "scope") else "right",
-                     overflow="fold")
+                     overflow="fold", no_wrap=c in ("suite", "run", "metric"),
+                     min_width=min(TASK_CHARS, 24) if c == "task" else None)
     for row in shown.itertuples(index=False):
         t.add_row(*["-" if v is None else str(v) for v in row])
     console.print(t)

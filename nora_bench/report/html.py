@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from nora_bench.episode import ERROR, SUCCESS
-from nora_bench.report.tables import RunTables, display_frame, episode_order, task_names
+from nora_bench.report.tables import RunTables, display_frame, episode_order, pct, task_names
 
 TABLE_TITLES = {"success_per_task": "Success per task", "success_per_suite": "Success per suite",
                 "success_overall": "Success overall", "terminations": "Termination reasons",
@@ -28,14 +28,16 @@ h1{font-size:1.4rem;margin:1rem 0 .3rem} h2{font-size:1.15rem;margin:1.6rem 0 .5
 .meta{font-size:.85rem;color:#444} .meta code{background:#eee;padding:0 .2rem}
 .notes li{color:#8a5300}
 table.tbl{border-collapse:collapse;font-size:.8rem;margin:.4rem 0 1rem;background:#fff}
-table.tbl th,table.tbl td{border:1px solid #ddd;padding:.2rem .45rem;text-align:right}
+table.tbl th,table.tbl td{border:1px solid #ddd;padding:.2rem .45rem;vertical-align:top}
+table.tbl .num{text-align:right} table.tbl .txt{text-align:left;max-width:32rem;overflow-wrap:break-word}
+.scroll{overflow-x:auto} nav{margin:.4rem 0;font-size:.9rem} .headline{font-size:1.05rem;margin:.4rem 0}
 table.tbl th{background:#f0f0f0}
 .plots img{max-width:100%;border:1px solid #ddd;background:#fff;margin:.3rem 0}
 .filters{position:sticky;top:0;background:#fafafa;padding:.6rem 0;z-index:2;display:flex;gap:1rem;
  flex-wrap:wrap;align-items:center;border-bottom:1px solid #ddd;font-size:.9rem}
 #cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(290px,1fr));gap:.8rem;margin-top:.8rem}
 .card{background:#fff;border:1px solid #ddd;border-left:6px solid #999;border-radius:4px;padding:.5rem;
- font-size:.82rem;display:flex;flex-direction:column;gap:.25rem}
+ font-size:.82rem;display:flex;flex-direction:column;gap:.25rem;overflow-wrap:break-word;min-width:0}
 .card.success{border-left-color:#2e8b57} .card.failure{border-left-color:#c0392b} .card.error{border-left-color:#7d3c98}
 .card video{width:100%;aspect-ratio:1;background:#222}
 .card .novideo{aspect-ratio:3;display:flex;align-items:center;justify-content:center;background:#eee;color:#666}
@@ -116,7 +118,7 @@ def _card(r: dict, run_dir: Path, page_dir: Path) -> str:
         f'<div><span class="badge {outcome}">{_e(outcome)}</span> <span class="key">{_e(r["key"])}</span></div>',
         media,
         f'<div class="instr">{_e(r.get("instruction") or r.get("task"))}</div>',
-        f'<div>task {int(r["task_id"])}: {_e(r.get("task"))}</div>',
+        f'<div>task {int(r["task_id"])}: {_wrap(r.get("task"))}</div>',
         f'<div>trial {_e(r.get("trial"))}, init state {_e(r.get("init_state"))}, seed {_e(r.get("seed"))}, '
         f'chunk rule {_e(r.get("chunk_exec"))}, distractors {_e(r.get("distractors"))}</div>',
         f"<div>length: {_e(length)}</div>",
@@ -131,6 +133,22 @@ def _card(r: dict, run_dir: Path, page_dir: Path) -> str:
         lines.append(f'<pre class="err">{_e(r["error"])}</pre>')
     lines.append("</div>")
     return "\n".join(lines)
+
+
+def _wrap(text) -> str:
+    """Escaped text that may break after underscores (task names are long snake_case identifiers)."""
+    return _e(text).replace("_", "_<wbr>")
+
+
+def _table(frame: pd.DataFrame) -> str:
+    """An escaped HTML table; numeric columns right-aligned, text left-aligned and wrapped."""
+    shown = display_frame(frame)
+    numeric = [frame[c].dtype.kind in "iuf" if c in frame else c in ("success", "95% CI") for c in shown.columns]
+    head = "".join(f'<th class="{"num" if n else "txt"}">{_e(str(c).replace("_", " "))}</th>'
+                   for c, n in zip(shown.columns, numeric))
+    rows = "".join("<tr>" + "".join(f'<td class="num">{_e(v)}</td>' if n else f'<td class="txt">{_wrap(v)}</td>'
+                                    for v, n in zip(row, numeric)) + "</tr>" for row in shown.itertuples(index=False))
+    return f'<div class="scroll"><table class="tbl"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
 
 
 def _options(values: list[tuple[str, str]], all_label: str) -> str:
@@ -160,12 +178,19 @@ def review_page(tables: RunTables, page_path: Path, plots: dict[str, Path]) -> s
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>",
              f"<style>{CSS}</style></head><body>", f"<h1>{_e(title)}</h1>",
              '<div class="meta">' + "<br>".join(meta) + "</div>"]
+    o = tables.overall.iloc[0]
+    failures = int((df["termination"] != SUCCESS).sum())
+    parts.append(f'<div class="headline"><b>{int(o["successes"])}/{int(o["episodes"] - o["errored"])}</b> successes '
+                 f'({_e(pct(o["success_rate"]))}, 95% CI {_e(pct(o["ci95_low"]))} to {_e(pct(o["ci95_high"]))})'
+                 + (f', {int(o["errored"])} errored' if o["errored"] else "") + "</div>")
+    parts.append(f'<nav><a href="#tables">Tables</a> · <a href="#plots">Plots</a> · <a href="#episodes">Episodes</a> '
+                 f"({len(df)}, {failures} not successful)</nav>")
     if tables.notes:
         parts.append('<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in tables.notes) + "</ul>")
     parts.append('<h2 id="tables">Tables</h2>')
     for name, frame in tables.frames().items():
         parts.append(f"<h3>{_e(TABLE_TITLES.get(name, name))}</h3>")
-        parts.append(display_frame(frame).to_html(index=False, escape=True, classes="tbl", border=0, na_rep="-"))
+        parts.append(_table(frame))
     if plots:
         parts.append('<h2 id="plots">Plots</h2><div class="plots">')
         parts += [f'<div><img alt="{_e(n)}" src="{_e(_rel(p, page_dir))}"></div>' for n, p in plots.items()]

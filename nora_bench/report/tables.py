@@ -200,8 +200,9 @@ def pct(x) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
-def display_frame(table: pd.DataFrame) -> pd.DataFrame:
-    """A copy for humans: rate and interval as percentages in one column, lengths rounded."""
+def display_frame(table: pd.DataFrame, spaced: bool = False) -> pd.DataFrame:
+    """A copy for humans: rate and interval as percentages in one column, numbers rounded; `spaced`
+    writes column names with spaces (they can wrap)."""
     out = table.copy()
     if "success_rate" in out:
         pos = list(out.columns).index("success_rate")
@@ -212,8 +213,10 @@ def display_frame(table: pd.DataFrame) -> pd.DataFrame:
     for c in out.columns:
         if out[c].dtype.kind == "f":
             out[c] = [("-" if math.isnan(v) else f"{v:.4g}") if isinstance(v, float) else v for v in out[c]]
+    if spaced:
+        out.columns = [str(c).replace("_", " ") for c in out.columns]
     return out
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    return display_frame(table).to_markdown(index=False)
+    return display_frame(table, spaced=True).to_markdown(index=False)
