@@ -49,7 +49,8 @@ def make_run(path: Path, episodes: list[dict], *, tasks=(0, 1), trials=range(10)
              chunk_exec: str = "all", versions: dict | None = None, videos: bool = False, created: datetime = START,
              suite: str = "libero_spatial", **config_kw) -> RunDir:
     """A run folder holding exactly `episodes` (dicts of EpisodeResult fields that override defaults)."""
-    config = RunConfig(suite=dataclasses.asdict(load_suite(suite)), policy=load_policy_preset("zero"),
+    spec = load_suite(suite)
+    config = RunConfig(suite=dataclasses.asdict(spec), policy=load_policy_preset("zero"),
                        tasks=list(tasks), trials=list(trials), max_steps=max_steps, chunk_exec=chunk_exec, **config_kw)
     rd = RunDir(path)
     rd.open(config, {**package_versions(), **(versions or {})})
@@ -59,7 +60,7 @@ def make_run(path: Path, episodes: list[dict], *, tasks=(0, 1), trials=range(10)
     for i, e in enumerate(episodes):
         e = dict(e)
         task, trial = e.pop("task_id"), e.pop("trial")
-        key = f"{e.pop('suite', suite)}/task{task:03d}/trial{trial:02d}"
+        key = f"{e.pop('suite', spec.name)}/task{task:03d}/trial{trial:02d}"
         termination = e.pop("termination")
         fields = dict(key=key, suite=key.split("/")[0], task_id=task, task=f"task_{task}_name",
                       instruction=f"do task {task}", trial=trial, init_state=trial, seed=1000 + i,

@@ -225,3 +225,33 @@ def test_wilson_reference_values():
     assert (round(lo, 4), round(hi, 4)) == (0.2553, 0.3662)
     for k, n in product((0, 1, 5), (5, 12)):
         assert wilson_interval(k, n) == pytest.approx(wilson_by_root(k, n), abs=1e-9)
+
+
+def test_compare_matches_a_distractor_variant_to_its_base_suite(tmp_path):
+    variant = tmp_path / "libero_spatial_distractors.yaml"
+    variant.write_text("name: libero_spatial_distractors\nenv: libero\nbenchmark: libero_spatial\nnum_tasks: 10\n"
+                       "max_steps: 220\ndistractors: 2\n")
+    _pattern_run(tmp_path / "base", "SSSF", "SSFF", trials=range(4))
+    _pattern_run(tmp_path / "dist", "SFFF", "SSFF", trials=range(4), suite=str(variant), distractors=2)
+    c = compare_runs([tmp_path / "base", tmp_path / "dist"])
+    wide = c.per_task.set_index("task_id")
+    assert wide["suite"].tolist() == ["libero_spatial"] * 2
+    assert wide["dist successes"].tolist() == [1, 2] and wide["base successes"].tolist() == [3, 2]
+    ov = c.overall.set_index("run")
+    assert ov.loc["dist", "paired_episodes"] == 8 and (ov.loc["dist", "only_base"], ov.loc["dist", "only_this"]) == (2, 0)
+    text = " | ".join(c.warnings)
+    assert "distractors: base=0, dist=2" in text and "different suites" in text and "different episodes" not in text
+    written = write_comparison(c, tmp_path / "cmp")
+    assert "compare_vs_distractors" in written.plots
+
+
+def test_task_categories_reported_by_the_env_get_their_own_table(tmp_path):
+    eps = outcomes(0, "SSF", [30, 40], env_info={"category": "ood_object_grasping"})
+    eps += outcomes(1, "SFF", [50], env_info={"category": "spatial"})
+    eps += outcomes(2, "S", [60], env_info={"category": "ood_object_grasping"})
+    make_run(tmp_path / "r", eps, tasks=(0, 1, 2), trials=range(3))
+    t = run_tables(tmp_path / "r")
+    cat = t.per_category.set_index("category")
+    assert cat.loc["ood_object_grasping", ["successes", "episodes"]].tolist() == [3, 4]
+    assert cat.loc["spatial", ["successes", "episodes"]].tolist() == [1, 3]
+    assert "success_per_category" in t.frames()

@@ -66,12 +66,20 @@ def _labels(paths: list[Path]) -> list[str]:
 
 
 def read_run(path: str | Path, label: str) -> RunInfo:
+    """A run's episodes keyed by benchmark, task and init state, so that variants of one benchmark
+    (libero_spatial and libero_spatial_distractors) line up task by task and episode by episode."""
     rd = RunDir(path)
     df, _ = load_run(path)
     if df.empty:
         raise UserError(f"{path} holds no finished episode yet: nothing to compare")
+    config = rd.read_config() or {}
+    suite = config.get("suite") or {}
+    if suite.get("benchmark"):
+        df = df.assign(run_suite=df["suite"])
+        df["suite"] = df["suite"].where(df["suite"] != suite.get("name"), suite["benchmark"])
+        df["key"] = [f"{s}/task{int(t):03d}/init{int(i):02d}" for s, t, i in zip(df["suite"], df["task_id"], df["init_state"])]
     versions = rd.read_environment().get("versions") or (df["versions"].iloc[0] if "versions" in df else {})
-    return RunInfo(label, Path(path), df, rd.read_config() or {}, dict(versions))
+    return RunInfo(label, Path(path), df, config, dict(versions))
 
 
 def protocol_warnings(runs: list[RunInfo]) -> list[str]:
@@ -106,6 +114,10 @@ def compare_runs(paths: list[str | Path]) -> Comparison:
     paths = [Path(p) for p in paths]
     runs = [read_run(p, label) for p, label in zip(paths, _labels(paths))]
     warnings = protocol_warnings(runs)
+    suites = sorted({str(x) for r in runs for x in r.episodes.get("run_suite", r.episodes["suite"]).unique()})
+    if len(suites) > 1:
+        warnings.append(f"runs use different suites ({', '.join(suites)}): tasks are matched by benchmark, "
+                        "task id and init state")
 
     counts = {r.label: _counts(r.episodes) for r in runs}
     long = pd.concat([c.assign(run=label) for label, c in counts.items()], ignore_index=True)

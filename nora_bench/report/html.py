@@ -19,6 +19,7 @@ from nora_bench.episode import ERROR, SUCCESS
 from nora_bench.report.tables import RunTables, display_frame, episode_order, pct, task_names
 
 TABLE_TITLES = {"success_per_task": "Success per task", "success_per_suite": "Success per suite",
+                "success_per_category": "Success per task category",
                 "success_overall": "Success overall", "terminations": "Termination reasons",
                 "throughput": "Throughput"}
 
@@ -45,6 +46,7 @@ table.tbl th{background:#f0f0f0}
 .badge.success{background:#2e8b57} .badge.failure{background:#c0392b} .badge.error{background:#7d3c98}
 .instr{font-weight:600} .key{font-family:monospace;color:#555}
 pre.err{white-space:pre-wrap;background:#fbeeee;padding:.3rem;margin:0;max-height:8rem;overflow:auto}
+pre.info{white-space:pre-wrap;margin:0;max-height:10rem;overflow:auto;font-size:.75rem}
 [hidden]{display:none !important}
 """
 
@@ -131,6 +133,10 @@ def _card(r: dict, run_dir: Path, page_dir: Path) -> str:
                      + (f'<pre class="err">{_e(chr(10).join(reasons[:5]))}</pre>' if reasons else ""))
     if r.get("error"):
         lines.append(f'<pre class="err">{_e(r["error"])}</pre>')
+    info = r.get("env_info")
+    if isinstance(info, dict) and info:
+        lines.append(f'<details><summary>env info</summary><pre class="info">'
+                     f'{_e(json.dumps(info, indent=1, default=str))}</pre></details>')
     lines.append("</div>")
     return "\n".join(lines)
 

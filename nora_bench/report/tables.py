@@ -38,12 +38,15 @@ class RunTables:
     terminations: pd.DataFrame
     throughput: pd.DataFrame
     notes: list[str] = field(default_factory=list)  # what a reader must know (errors, missing episodes)
+    per_category: pd.DataFrame | None = None  # when the env reports task categories
 
     def frames(self) -> dict[str, pd.DataFrame]:
         """The tables by file name, in reading order."""
-        return {"success_per_task": self.per_task, "success_per_suite": self.per_suite,
-                "success_overall": self.overall, "terminations": self.terminations,
-                "throughput": self.throughput}
+        out = {"success_per_task": self.per_task, "success_per_suite": self.per_suite}
+        if self.per_category is not None:
+            out["success_per_category"] = self.per_category
+        out.update({"success_overall": self.overall, "terminations": self.terminations, "throughput": self.throughput})
+        return out
 
 
 def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
@@ -52,6 +55,11 @@ def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
     notes = []
     if df.empty:
         return df, notes
+    if "env_info" in df:
+        # Task categories an env reports (the WidowX tasks: grasping, spatial, multi-object, ...).
+        cats = df["env_info"].map(lambda d: d.get("category") if isinstance(d, dict) else None)
+        if cats.notna().any():
+            df["category"] = cats
     dup = df["key"].duplicated(keep="last")
     if dup.any():
         notes.append(f"{int(dup.sum())} episode(s) recorded more than once; the last record of each is used")
@@ -184,8 +192,10 @@ def run_tables(run_dir: str | Path) -> RunTables:
                      f"recorded yet (resume with `nora-bench run ... --resume {run_dir}`)")
     for c in varying:
         notes.append(f"{c} varies in this run ({', '.join(map(str, sorted(df[c].unique())))}): tables are split by it")
+    per_category = rates_with_lengths(df.fillna({"category": "-"}), ["suite", "category", *varying]) \
+        if "category" in df else None
     return RunTables(Path(run_dir), df, config, environment, varying, per_task, per_suite, overall,
-                     termination_table(df), throughput_table(df, environment), notes)
+                     termination_table(df), throughput_table(df, environment), notes, per_category)
 
 
 def episode_order(df: pd.DataFrame) -> pd.DataFrame:
