@@ -248,6 +248,8 @@ def test_compare_matches_a_distractor_variant_to_its_base_suite(tmp_path):
 def test_task_categories_reported_by_the_env_get_their_own_table(tmp_path):
     eps = outcomes(0, "SSF", [30, 40], env_info={"category": "ood_object_grasping"})
     eps += outcomes(1, "SFF", [50], env_info={"category": "spatial"})
+    for e, partial in zip(eps[3:], (1.0, 0.5, 0.0)):  # multi-object credit, as the WidowX env records it
+        e["env_info"] = {"category": "spatial", "partial_success": partial}
     eps += outcomes(2, "S", [60], env_info={"category": "ood_object_grasping"})
     make_run(tmp_path / "r", eps, tasks=(0, 1, 2), trials=range(3))
     t = run_tables(tmp_path / "r")
@@ -255,3 +257,6 @@ def test_task_categories_reported_by_the_env_get_their_own_table(tmp_path):
     assert cat.loc["ood_object_grasping", ["successes", "episodes"]].tolist() == [3, 4]
     assert cat.loc["spatial", ["successes", "episodes"]].tolist() == [1, 3]
     assert "success_per_category" in t.frames()
+    assert cat.loc["spatial", "mean_partial_success"] == pytest.approx(0.5)
+    assert math.isnan(cat.loc["ood_object_grasping", "mean_partial_success"])
+    assert t.overall.loc[0, "mean_partial_success"] == pytest.approx(0.5)  # mean over the episodes that have it

@@ -30,7 +30,7 @@ def print_frame(title: str, frame: pd.DataFrame) -> None:
         shown["task"] = [t if len(str(t)) <= TASK_CHARS else str(t)[: TASK_CHARS - 1] + "…" for t in shown["task"]]
     t = Table(title=title, title_justify="left")
     for c in shown.columns:
-        t.add_column(str(c), justify="left" if c in ("suite", "task", "run", "policy", "metric", "note", "scope") else "right",
+        t.add_column(str(c), justify="left" if c in ("suite", "task", "run", "policy", "metric", "note", "scope", "category") else "right",
                      overflow="fold", no_wrap=c in ("suite", "run", "metric"),
                      min_width=min(TASK_CHARS, 24) if c == "task" else None)
     for row in shown.itertuples(index=False):

@@ -21,6 +21,7 @@ from nora_bench.run.rundir import RunDir
 # Record columns that may vary inside a run or between runs, and split the success tables when they do.
 VARIANT_COLUMNS = ("chunk_exec", "distractors")
 RATE_COLUMNS = ("success_rate", "ci95_low", "ci95_high")
+ENV_INFO_COLUMNS = ("category", "partial_success")
 
 
 @dataclass
@@ -56,10 +57,12 @@ def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
     if df.empty:
         return df, notes
     if "env_info" in df:
-        # Task categories an env reports (the WidowX tasks: grasping, spatial, multi-object, ...).
-        cats = df["env_info"].map(lambda d: d.get("category") if isinstance(d, dict) else None)
-        if cats.notna().any():
-            df["category"] = cats
+        # Facts an env reports per episode that tables use (the WidowX: task category, the share of
+        # objects placed in multi-object tasks).
+        for name in ENV_INFO_COLUMNS:
+            values = df["env_info"].map(lambda d: d.get(name) if isinstance(d, dict) else None)
+            if values.notna().any():
+                df[name] = values
     dup = df["key"].duplicated(keep="last")
     if dup.any():
         notes.append(f"{int(dup.sum())} episode(s) recorded more than once; the last record of each is used")
@@ -83,10 +86,16 @@ def rates_with_lengths(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         table = table.merge(lengths, on=by, how="left") if len(lengths) else table.assign(
             mean_steps_success=math.nan, mean_queries_success=math.nan)
         decode = df.groupby(by, dropna=False)["decode_failures"].sum().reset_index()
-        return table.merge(decode, on=by, how="left")
+        table = table.merge(decode, on=by, how="left")
+        if "partial_success" in df:
+            partial = df.groupby(by, dropna=False)["partial_success"].mean().rename("mean_partial_success")
+            table = table.merge(partial.reset_index(), on=by, how="left")
+        return table
     table = success_table(df.assign(scope="all"), ["scope"])
     table = pd.concat([table, _mean_length_of_successes(df, [])], axis=1)
     table["decode_failures"] = int(df["decode_failures"].sum())
+    if "partial_success" in df:
+        table["mean_partial_success"] = df["partial_success"].mean()
     return table
 
 
