@@ -151,6 +151,10 @@ def test_report_page_of_a_real_run_plays_its_videos(real_runs, page):
     for v in videos:
         # 1 frame after settling + 10 steps at 20 fps, 256x256 agentview.
         assert v["duration"] == pytest.approx(11 / 20, abs=0.06) and v["width"] == 256
+    # Frames decode (not only metadata): seek into each video and wait for current data.
+    page.evaluate("""Promise.all(Array.from(document.querySelectorAll('video')).map(v => new Promise(done => {
+        v.addEventListener('seeked', done, {once: true}); v.currentTime = 0.3; })))""")
+    page.wait_for_function("Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 2)", timeout=20000)
     instr = page.locator(".card .instr").first.inner_text()
     assert instr.startswith("pick up the black bowl")
     ARTIFACTS.mkdir(exist_ok=True)
