@@ -11,7 +11,7 @@ import pytest
 from scipy import optimize, stats
 
 from nora_bench.report import compare_runs, run_tables, write_comparison, write_run_report
-from report_helpers import START, cli, make_run, outcomes
+from report_helpers import cli, make_run, outcomes
 
 Z = stats.norm.ppf(0.975)
 
@@ -182,6 +182,8 @@ def test_report_and_compare_commands(tmp_path):
     assert table["successes"].tolist() == [3, 1] and table["success_rate"].tolist() == pytest.approx([0.75, 0.25])
     md = (folder / "report.md").read_text()
     assert "## Success per task" in md and re.search(r"\|\s*75\.0%\s*\|", md)
+    assert "- protocol: `chunk rule all, step limit 220 env_steps, settle steps 10, distractors 0, seed 7`" in md
+    assert "mujoco 2.3.7" in md
     assert (tmp_path / "A" / "review.html").is_file() and (folder / "success_per_task.png").is_file()
 
     r = cli("compare", str(tmp_path / "A"), str(tmp_path / "B"), "--out", str(tmp_path / "cmp"))

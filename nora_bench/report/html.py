@@ -16,7 +16,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from nora_bench.episode import ERROR, SUCCESS
-from nora_bench.report.tables import RunTables, display_frame, episode_order, pct, task_names
+from nora_bench.report.tables import RunTables, display_frame, episode_order, pct, run_summary, task_names
 
 TABLE_TITLES = {"success_per_task": "Success per task", "success_per_suite": "Success per suite",
                 "success_per_category": "Success per task category",
@@ -166,21 +166,8 @@ def review_page(tables: RunTables, page_path: Path, plots: dict[str, Path]) -> s
     """The HTML text of the review page that will be written to `page_path`."""
     page_dir, run_dir, df = page_path.parent, tables.run_dir, tables.episodes
     cfg, env = tables.config, tables.environment
-    suite = (cfg.get("suite") or {}).get("name", "")
-    policy = cfg.get("policy") or {}
     title = f"nora-bench review: {run_dir.resolve().name}"
-    versions = env.get("versions") or {}
-    meta = [
-        f"suite <code>{_e(suite)}</code>, policy <code>{_e(policy.get('name'))}</code>"
-        + (f" checkpoint <code>{_e(policy.get('checkpoint'))}</code>" if policy.get("checkpoint") else ""),
-        f"chunk rule <code>{_e(cfg.get('chunk_exec'))}</code>, step limit <code>{_e(cfg.get('max_steps'))} "
-        f"{_e(cfg.get('step_unit'))}</code>, settle steps {_e(cfg.get('num_steps_wait'))}, distractors "
-        f"{_e(cfg.get('distractors'))}, seed {_e(cfg.get('seed'))}",
-        "versions: " + ", ".join(f"{_e(k)} {_e(v)}" for k, v in versions.items()),
-        f"harness {_e(env.get('harness_version'))}, git {_e(env.get('git_commit'))}, created {_e(env.get('created'))} "
-        f"on {_e(env.get('host'))}",
-        f"command: <code>{_e(' '.join(map(str, env.get('command') or [])))}</code>",
-    ]
+    meta = [f"{_e(k)}: <code>{_e(v)}</code>" for k, v in run_summary(cfg, env)]
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>",
              f"<style>{CSS}</style></head><body>", f"<h1>{_e(title)}</h1>",
              '<div class="meta">' + "<br>".join(meta) + "</div>"]

@@ -213,6 +213,24 @@ def episode_order(df: pd.DataFrame) -> pd.DataFrame:
     return df.assign(_rank=rank).sort_values(["_rank", "suite", "task_id", "trial", "key"]).drop(columns="_rank")
 
 
+def run_summary(config: dict, environment: dict) -> list[tuple[str, str]]:
+    """(label, value) lines saying what a run was and how to repeat it."""
+    suite, policy = config.get("suite") or {}, config.get("policy") or {}
+    versions = environment.get("versions") or {}
+    return [
+        ("suite", f"{suite.get('name', '')} (benchmark {suite.get('benchmark', '')})"),
+        ("policy", str(policy.get("name", "")) + (f", checkpoint {policy['checkpoint']}" if policy.get("checkpoint") else "")),
+        ("protocol", f"chunk rule {config.get('chunk_exec')}, step limit {config.get('max_steps')} {config.get('step_unit')}, "
+                     f"settle steps {config.get('num_steps_wait')}, distractors {config.get('distractors')}, "
+                     f"seed {config.get('seed')}"),
+        ("episodes asked", f"tasks {config.get('tasks')} x trials {config.get('trials')}"),
+        ("versions", ", ".join(f"{k} {v}" for k, v in versions.items())),
+        ("harness", f"{environment.get('harness_version')}, git {environment.get('git_commit')}, created "
+                    f"{environment.get('created')} on {environment.get('host')}"),
+        ("command", " ".join(map(str, environment.get("command") or []))),
+    ]
+
+
 # -- formatting -----------------------------------------------------------------------------------
 
 def pct(x) -> str:

@@ -10,7 +10,8 @@ import pandas as pd
 from nora_bench.report.compare import Comparison, variant_columns_between
 from nora_bench.report.html import TABLE_TITLES, write_review_page
 from nora_bench.report.plots import plot_success_vs, plot_task_success
-from nora_bench.report.tables import RunTables, rates_with_lengths, to_markdown
+from nora_bench.report.tables import RunTables, rates_with_lengths, run_summary, to_markdown
+from nora_bench.run.rundir import RunDir
 
 REPORT_DIR = "report"
 REVIEW_PAGE = "review.html"
@@ -63,6 +64,7 @@ def write_run_report(tables: RunTables, out: str | Path | None = None, plots: bo
     written = Written(folder)
     _save_tables(tables.frames(), folder, written)
     md = [f"# nora-bench report: {tables.run_dir.resolve().name}", ""]
+    md += [f"- {k}: `{v}`" for k, v in run_summary(tables.config, tables.environment)] + [""]
     md += [f"- {n}" for n in tables.notes] + ([""] if tables.notes else [])
     for name, frame in tables.frames().items():
         md += [f"## {TABLE_TITLES.get(name, name)}", "", to_markdown(frame), ""]
@@ -82,7 +84,9 @@ def write_comparison(comparison: Comparison, out: str | Path, plots: bool = True
     written = Written(folder)
     _save_tables(comparison.frames(), folder, written)
     md = ["# nora-bench comparison", "", "Runs (the first is the baseline):", ""]
-    md += [f"- {r.label}: {r.path}" for r in comparison.runs] + [""]
+    for r in comparison.runs:
+        md += [f"### {r.label}", "", f"- folder: `{r.path}`"]
+        md += [f"- {k}: `{v}`" for k, v in run_summary(r.config, RunDir(r.path).read_environment())] + [""]
     md += [f"- WARNING: {w}" for w in comparison.warnings] + ([""] if comparison.warnings else [])
     md += ["## Overall", "", to_markdown(comparison.overall), "", "## Per task", "", to_markdown(comparison.per_task), ""]
     written.markdown = folder / "compare.md"
