@@ -262,3 +262,20 @@ def test_task_categories_reported_by_the_env_get_their_own_table(tmp_path):
     assert cat.loc["spatial", "mean_partial_success"] == pytest.approx(0.5)
     assert math.isnan(cat.loc["ood_object_grasping", "mean_partial_success"])
     assert t.overall.loc[0, "mean_partial_success"] == pytest.approx(0.5)  # mean over the episodes that have it
+
+
+def test_compare_three_runs_against_the_first_and_errored_episodes_left_out(tmp_path):
+    _pattern_run(tmp_path / "A", "SSFE", "SFFF", trials=range(4))
+    _pattern_run(tmp_path / "B", "SSSS", "SSFF", trials=range(4))
+    _pattern_run(tmp_path / "C", "FFFF", "FFFE", trials=range(4), chunk_exec="first:2")
+    c = compare_runs([tmp_path / "A", tmp_path / "B", tmp_path / "C"])
+    wide = c.per_task.set_index("task_id")
+    assert wide["A episodes"].tolist() == [3, 4] and wide["C episodes"].tolist() == [4, 3]
+    assert wide["p B vs A"].tolist() == pytest.approx([fisher_by_enumeration(2, 3, 4, 4), fisher_by_enumeration(1, 4, 2, 4)])
+    assert wide["p C vs A"].tolist() == pytest.approx([fisher_by_enumeration(2, 3, 0, 4), fisher_by_enumeration(1, 4, 0, 3)])
+    assert wide["diff C - A"].tolist() == pytest.approx([-2 / 3, -0.25])
+    ov = c.overall.set_index("run")
+    assert ov["successes"].tolist() == [3, 6, 0] and ov["episodes"].tolist() == [7, 8, 7]
+    # Pairs need an outcome on both sides: A's and C's errored episodes drop out.
+    assert ov.loc["B", "paired_episodes"] == 7 and ov.loc["C", "paired_episodes"] == 6
+    assert "chunk_exec: A=all, B=all, C=first:2" in " | ".join(c.warnings)
