@@ -213,6 +213,12 @@ def policies() -> None:
     console.print(t)
 
 
+# `report` and `compare` live in nora_bench/report/commands.py.
+from nora_bench.report.commands import register as _register_report  # noqa: E402
+
+_register_report(app)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

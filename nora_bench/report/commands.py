@@ -1,0 +1,97 @@
+"""The `nora-bench report` and `nora-bench compare` commands (registered on the CLI app by `register`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from nora_bench import UserError
+
+console = Console()
+err_console = Console(stderr=True)
+TASK_CHARS = 36
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def print_frame(title: str, frame: pd.DataFrame) -> None:
+    from nora_bench.report.tables import display_frame
+
+    shown = display_frame(frame, spaced=True)
+    if "task" in shown:  # full names are in the CSV, Markdown and HTML; the terminal gets a short one
+        shown["task"] = [t if len(str(t)) <= TASK_CHARS else str(t)[: TASK_CHARS - 1] + "…" for t in shown["task"]]
+    t = Table(title=title, title_justify="left")
+    for c in shown.columns:
+        t.add_column(str(c), justify="left" if c in ("suite", "task", "run", "policy", "metric", "note", "scope", "category") else "right",
+                     overflow="fold", no_wrap=c in ("suite", "run", "metric"),
+                     min_width=min(TASK_CHARS, 24) if c == "task" else None)
+    for row in shown.itertuples(index=False):
+        t.add_row(*["-" if v is None else str(v) for v in row])
+    console.print(t)
+
+
+def report(
+    run_dir: Path = typer.Argument(..., help="A run folder written by `nora-bench run`."),
+    out: Optional[Path] = typer.Option(None, help="Write everything here (default: RUN_DIR/report/ and RUN_DIR/review.html)."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
+    html: bool = typer.Option(True, "--html/--no-html", help="Write the HTML review page."),
+) -> None:
+    """Success tables (per task, suite, overall; 95% Wilson intervals), terminations, throughput, plots
+    and an HTML page to review every episode's video."""
+    from nora_bench.report.html import TABLE_TITLES
+    from nora_bench.report.tables import run_tables
+    from nora_bench.report.writer import write_run_report
+
+    try:
+        tables = run_tables(run_dir)
+        written = write_run_report(tables, out, plots=plots, html=html)
+    except UserError as e:
+        _fail(str(e))
+    for name, frame in tables.frames().items():
+        print_frame(TABLE_TITLES.get(name, name), frame)
+    for note in tables.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    console.print(f"tables: {written.folder} (CSV, {written.markdown.name})", highlight=False)
+    for path in written.plots.values():
+        console.print(f"plot: {path}", highlight=False)
+    if written.page:
+        console.print(f"review page: {written.page.resolve().as_uri()}", highlight=False)
+
+
+def compare(
+    runs: List[Path] = typer.Argument(..., help="Two or more run folders; the first is the baseline."),
+    out: Optional[Path] = typer.Option(None, help="Folder for CSV/Markdown/plots (default: compare-A-vs-B beside the first run)."),
+    plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
+) -> None:
+    """Runs side by side per task: rates, differences against the first run, Fisher exact p-values
+    (Holm-adjusted over tasks), a paired McNemar test overall, and protocol warnings."""
+    from nora_bench.report.compare import compare_runs
+    from nora_bench.report.writer import write_comparison
+
+    try:
+        comparison = compare_runs(runs)
+        if out is None:
+            out = runs[0].resolve().parent / ("compare-" + "-vs-".join(comparison.labels))
+        written = write_comparison(comparison, out, plots=plots)
+    except UserError as e:
+        _fail(str(e))
+    print_frame("Per task (diff and p against the first run)", comparison.per_task)
+    print_frame("Overall (tasks all runs have)", comparison.overall)
+    for w in comparison.warnings:
+        console.print(f"[bold yellow]warning:[/] {w}", highlight=False)
+    console.print(f"written: {written.folder} (CSV, {written.markdown.name}"
+                  + (", " + ", ".join(p.name for p in written.plots.values()) if written.plots else "") + ")",
+                  highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(report)
+    app.command()(compare)
