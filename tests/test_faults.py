@@ -77,7 +77,7 @@ def test_killed_policy_actor_is_restarted(tmp_path, ray_local):
     t = threading.Thread(target=kill_when_busy, args=("ray::PolicyActor", killed), daemon=True)
     t.start()
     rd = RunDir(tmp_path / "run")
-    Scheduler(config(policy="zero-agentview", trials=2, steps=30), rd,
+    Scheduler(config(policy="zero-agentview", trials=2, steps=60), rd,
               ExecOptions(workers=2, policy_mode="actor", max_attempts=3)).run()
     t.join(timeout=5)
     assert killed
@@ -85,7 +85,7 @@ def test_killed_policy_actor_is_restarted(tmp_path, ray_local):
     assert len(df) == 2 and df["key"].is_unique
     assert (df["termination"] == "step_limit").all()
     errors = [e for errs in df["attempt_errors"] for e in errs]
-    assert any("policy actor died" in e for e in errors), errors
+    assert any("policy actor died" in e for e in errors), errors  # in flight, or restarted and state lost
 
 
 def test_episode_that_keeps_failing_is_recorded_as_errored(tmp_path, ray_local):

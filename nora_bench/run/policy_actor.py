@@ -17,6 +17,10 @@ from dataclasses import dataclass
 from nora_bench.policies import make_policy
 
 
+class PolicyRestarted(RuntimeError):
+    """An `act` for an episode this replica never started: it was restarted and lost the episode's state."""
+
+
 @dataclass(frozen=True)
 class BatchOptions:
     max_batch_size: int = 8
@@ -35,15 +39,19 @@ class PolicyActor:
         # One thread: the model is not re-entrant, and the event loop must stay free to queue calls.
         self._model_thread = ThreadPoolExecutor(max_workers=1)
         self.batch_sizes: list[int] = []
+        self._episodes: set[str] = set()
         self.busy_s = 0.0
 
     async def requirements(self):
         return self.policy.requirements
 
     async def start_episode(self, spec) -> None:
+        self._episodes.add(spec.key)
         self.policy.start_episode(spec)
 
     async def act(self, observation):
+        if observation.episode not in self._episodes:
+            raise PolicyRestarted(f"policy actor restarted during episode {observation.episode} and lost its state")
         if self._loop_task is None:
             self._wake = asyncio.Event()
             self._loop_task = asyncio.get_running_loop().create_task(self._batch_loop())

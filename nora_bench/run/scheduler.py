@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 import zlib
 from dataclasses import dataclass, field, replace
 

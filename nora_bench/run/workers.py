@@ -19,6 +19,7 @@ from nora_bench.envs import configure_rendering, make_env
 from nora_bench.envs.base import Observation
 from nora_bench.episode import ERROR, EpisodeSpec, InfrastructureError, ProtocolRun
 from nora_bench.policies import make_policy
+from nora_bench.run.policy_actor import PolicyRestarted
 from nora_bench.video import VideoWriter
 
 # About 1.5 GB per LIBERO env (REFERENCE.md section 5): Ray places no more workers than memory allows.
@@ -93,6 +94,8 @@ class EnvWorker:
             return ray.get(ref)
         except RayActorError as e:
             raise InfrastructureError(f"policy actor died: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
+        except PolicyRestarted as e:  # raised in the actor, re-raised here by ray.get
+            raise InfrastructureError(f"policy actor died and was restarted: {str(e).splitlines()[0][:300]}") from e
 
     def _wait_for_policy(self) -> None:
         deadline = time.monotonic() + POLICY_RESTART_WAIT_S
