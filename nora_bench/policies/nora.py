@@ -151,7 +151,7 @@ class NoraPolicy:
         if not observations:
             return []
         ids = self.generate(observations)
-        return [self._chunk(obs, row) for obs, row in zip(observations, ids)]
+        return [self.to_chunk(obs, row) for obs, row in zip(observations, ids)]
 
     # -- steps ----------------------------------------------------------------------------------------
     def model_image(self, obs) -> np.ndarray:
@@ -190,7 +190,8 @@ class NoraPolicy:
         action_ids = [i - ACTION_TOKEN_MIN for i in generated if ACTION_TOKEN_MIN <= i <= ACTION_TOKEN_MAX]
         return self.fast.decode(action_ids, self.time_horizon, ACTION_DIM)
 
-    def _chunk(self, obs, generated: list[int]) -> ActionChunk:
+    def to_chunk(self, obs, generated: list[int]) -> ActionChunk:
+        """The action chunk for one observation from its generated ids (decode, un-normalize, gripper, fallback)."""
         key = obs.episode
         try:
             actions = postprocess_gripper(self.bounds.unnormalize(self.decode(generated)), self.gripper)

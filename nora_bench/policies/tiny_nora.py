@@ -10,7 +10,7 @@ With `emit=[k1, k2, ...]` the weights make greedy decoding emit `<robot_action_k
 `<robot_action_k2>`, ... then `<|im_end|>`, whatever the image and instruction: every layer's
 attention and MLP output is zeroed, so the last hidden state is the current token's embedding,
 and the LM head maps each token of the chain to the next. Without `emit` the weights are
-random, with the LM head biased towards action tokens (so outputs differ per observation).
+random, with the LM head scaled up on action tokens (outputs differ per observation).
 """
 
 from __future__ import annotations
@@ -152,7 +152,9 @@ def build_tiny_nora(path: str | Path, *, emit: list[int] | None = None, fast=Non
         _chain_weights(model, [last] + [ACTION_TOKEN_MIN + int(k) for k in emit] + [IM_END_ID])
     else:
         with torch.no_grad():
-            model.lm_head.weight[ACTION_TOKEN_MIN:] += 0.2  # favour action tokens over text
+            # Larger action-token rows: greedy decoding picks action tokens (and <|im_end|> now and then).
+            model.lm_head.weight[ACTION_TOKEN_MIN:] *= 5.0
+            model.lm_head.weight[IM_END_ID] *= 5.5
     model.save_pretrained(path)
     processor.save_pretrained(path)
     GenerationConfig(bos_token_id=FIRST_SPECIAL_ID, eos_token_id=[IM_END_ID, FIRST_SPECIAL_ID],
@@ -181,4 +183,7 @@ def fit_demo_fast(seed: int = 0):
     from nora_bench.policies.fast import FastTokenizer
 
     chunks = smooth_chunks(1500, 5, seed) + smooth_chunks(1500, 1, seed + 1)
+    # A few wide chunks stretch the coefficient range past 127, like the published one (min_token -354):
+    # then some coefficients are multi-byte characters, as in the real tokenizer.
+    chunks += [c * 8.0 for c in smooth_chunks(100, 5, seed + 2)]
     return FastTokenizer.fit(chunks, scale=10, vocab_size=2048)
