@@ -156,7 +156,9 @@ class NoraPolicy:
     # -- steps ----------------------------------------------------------------------------------------
     def model_image(self, obs) -> np.ndarray:
         if self.camera not in obs.images:
-            raise ValueError(f"observation has no {self.camera!r} image (has {sorted(obs.images)})")
+            # The scheduler renders the cameras the preset lists: a preset without them gives no image.
+            raise ValueError(f"observation has no {self.camera!r} image (has {sorted(obs.images)}); "
+                             f"list it in the preset: cameras: [{self.camera}]")
         img = np.asarray(obs.images[self.camera], dtype=np.uint8)
         return openvla_resize(img, self.image_size) if self.image_resize == "openvla" else img
 
