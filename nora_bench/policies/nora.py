@@ -109,7 +109,9 @@ class NoraPolicy:
             self.generation_config = self.model.generation_config
         self.generation_config.do_sample = False  # greedy, as the reference sets it
         if max_new_tokens is not None:
+            # Without it, transformers generates at most 20 new tokens (its default), as for the reference.
             self.generation_config.max_new_tokens = int(max_new_tokens)
+        self.model.generation_config = self.generation_config  # as the reference sets it
         self.info = {"checkpoint_dir": str(self.checkpoint_dir), "fast_tokenizer": str(fast_dir),
                      "bounds": self.bounds.source, "device": self.device, "dtype": self.dtype, "attn": self.attn}
         # Per episode: the chunk row whose gripper command is executed last (for `hold`) and that command.
@@ -183,7 +185,7 @@ class NoraPolicy:
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(getattr(torch, self.dtype))
         with torch.inference_mode():
-            out = self.model.generate(**inputs, generation_config=self.generation_config)
+            out = self.model.generate(**inputs)
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
         return new
 
