@@ -130,12 +130,18 @@ def test_nora_bridge_uses_checkpoint_norm_stats_and_leaves_the_gripper(short_ckp
     path, chunk, _ = short_ckpt
     policy = make_policy({"kind": "nora", "name": "tiny", "checkpoint": str(path), "time_horizon": 1,
                           "norm_stats": "checkpoint", "unnorm_key": "bridge_orig", "gripper": "bridge"})
-    [out] = policy.act([observation(2)])
+    obs = observation(2)
+    # the WidowX env names its third-person image full_image: the same image serves
+    widowx_obs = Observation(obs.instruction, episode="w", images={"full_image": obs.images["agentview"]})
+    [out, out_widowx] = policy.act([obs, widowx_obs])
+    np.testing.assert_array_equal(out.actions, out_widowx.actions)
     q = idct(np.around(dct(chunk, axis=0, norm="ortho") * 10) / 10, axis=0, norm="ortho")
     low, high = np.array(BRIDGE_STATS["bridge_orig"]["action"]["q01"]), np.array(BRIDGE_STATS["bridge_orig"]["action"]["q99"])
     # the published code never applies the mask: the gripper is un-normalized like the rest
     np.testing.assert_allclose(out.actions, 0.5 * (q + 1) * (high - low) + low, atol=1e-12)
     assert out.actions.shape == (1, 7) and out.failures == []
+    with pytest.raises(ValueError, match=r"no 'agentview' image.*cameras: \[agentview\]"):
+        policy.act([Observation("x", episode="w", images={"robot0_eye_in_hand": obs.images["agentview"]})])
 
 
 def test_lerobot_stats_file_as_bounds(short_ckpt, tmp_path):

@@ -43,6 +43,8 @@ DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float1
 ATTNS = ("auto", "flash_attention_2", "sdpa", "eager")
 IMAGE_RESIZES = ("openvla", "qwen")
 FAST_SUBFOLDER = "fast_tokenizer"  # a checkpoint may carry its own FAST+ tokenizer here
+# Names of the third-person camera image in observations: LIBERO's agentview, the WidowX full_image.
+THIRD_PERSON = ("agentview", "full_image")
 
 
 def gripper_libero(actions: np.ndarray) -> np.ndarray:
@@ -157,11 +159,13 @@ class NoraPolicy:
 
     # -- steps ----------------------------------------------------------------------------------------
     def model_image(self, obs) -> np.ndarray:
-        if self.camera not in obs.images:
+        names = (self.camera,) + (THIRD_PERSON if self.camera in THIRD_PERSON else ())
+        name = next((n for n in names if n in obs.images), None)
+        if name is None:
             # The scheduler renders the cameras the preset lists: a preset without them gives no image.
             raise ValueError(f"observation has no {self.camera!r} image (has {sorted(obs.images)}); "
                              f"list it in the preset: cameras: [{self.camera}]")
-        img = np.asarray(obs.images[self.camera], dtype=np.uint8)
+        img = np.asarray(obs.images[name], dtype=np.uint8)
         return openvla_resize(img, self.image_size) if self.image_resize == "openvla" else img
 
     def messages(self, obs) -> list[dict]:
