@@ -313,6 +313,22 @@ def test_decode_failures_are_counted_in_episode_records(broken_ckpt, tmp_path):
     assert "wrong_length" in rec["error"]
 
 
+def test_tiny_checkpoint_loads_like_a_published_one_with_the_real_token_ids(long_ckpt):
+    from transformers import AutoConfig, AutoProcessor
+
+    path = long_ckpt[0]
+    processor = AutoProcessor.from_pretrained(path)
+    tok = processor.tokenizer
+    real_ids = {"<|endoftext|>": 151643, "<|im_start|>": 151644, "<|im_end|>": 151645, "<|vision_start|>": 151652,
+                "<|vision_end|>": 151653, "<|image_pad|>": 151655, "<|video_pad|>": 151656,
+                "<robot_action_0>": 151665, "<robot_action_1000>": 152665, "<robot_action_2047>": 153712}
+    assert {t: tok.convert_tokens_to_ids(t) for t in real_ids} == real_ids
+    config = AutoConfig.from_pretrained(path)
+    assert type(config).__name__ == "Qwen2_5_VLConfig" and config.text_config.vocab_size == 153713
+    assert (config.image_token_id, config.vision_start_token_id) == (151655, 151652)
+    assert type(processor).__name__ == "Qwen2_5_VLProcessor"
+
+
 def test_tokenizer_in_checkpoint_matches_the_emitted_chunk(long_ckpt):
     """The builder ships the FAST+ tokenizer it encoded with; decoding the emitted ids gives the chunk."""
     path, chunk, ids = long_ckpt
