@@ -134,7 +134,7 @@ def run(
         from nora_bench.policies import check_preset, override_preset
 
         config.policy = override_preset(config.policy, checkpoint=checkpoint, device=device, dtype=dtype, attn=attn)
-        check_preset(config.policy)
+        config.policy = check_preset(config.policy)
         if resume is not None:
             if out is not None and out != resume:
                 raise UserError("pass either --out or --resume, not both")

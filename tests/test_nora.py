@@ -234,6 +234,14 @@ def test_checkpoint_without_action_tokens_is_refused(long_ckpt, tmp_path):
         make_policy(long_preset(plain))
 
 
+def test_hub_revision_is_read_from_the_cache_path(tmp_path):
+    from nora_bench.policies.nora import hub_revision
+
+    snap = tmp_path / "models--declare-lab--nora" / "snapshots" / "0123abc"
+    assert hub_revision(snap) == "0123abc" and hub_revision(snap / "fast_tokenizer") == "0123abc"
+    assert hub_revision(tmp_path) is None
+
+
 def test_bad_options_are_named():
     from nora_bench.policies.nora import resolve_runtime
 
@@ -283,6 +291,10 @@ def test_tiny_nora_long_drives_libero_through_the_cli(long_ckpt, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["policy"]["checkpoint"] == str(path) and config["policy"]["time_horizon"] == 5
+    resolved = config["policy"]["resolved"]  # what the run used, recorded for reproduction
+    assert resolved["checkpoint_dir"] == str(path) and resolved["fast_tokenizer_dir"] == str(path / "fast_tokenizer")
+    assert resolved["bounds"] == "nora_libero:libero_object" and resolved["low"] == BOUNDS["libero_object"]["low"]
+    assert (resolved["device"], resolved["dtype"], resolved["attn"]) == ("cpu", "float32", "sdpa")
     [rec] = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
     assert rec["termination"] in ("step_limit", "success"), rec
     assert rec["checkpoint"] == str(path)

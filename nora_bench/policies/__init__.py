@@ -15,7 +15,7 @@ KINDS: dict[str, str] = {
 }
 
 # Preset keys that describe the run rather than the policy object.
-_RUN_KEYS = {"name", "kind", "description", "chunk_exec"}
+_RUN_KEYS = {"name", "kind", "description", "chunk_exec", "resolved"}
 
 
 def policy_class(preset: dict):
@@ -26,11 +26,15 @@ def policy_class(preset: dict):
     return getattr(importlib.import_module(module), factory)
 
 
-def check_preset(preset: dict) -> None:
-    """Fail fast, before any worker starts, on what a preset needs (a class's optional `check_preset`)."""
+def check_preset(preset: dict) -> dict:
+    """Fail fast, before any worker starts, on what a preset needs (a class's optional `check_preset`).
+
+    Returns the preset with what the class resolved (e.g. a checkpoint's hub revision) under
+    `resolved`, so that config.yaml records it.
+    """
     check = getattr(policy_class(preset), "check_preset", None)
-    if check is not None:
-        check({k: v for k, v in preset.items() if k not in _RUN_KEYS})
+    facts = check({k: v for k, v in preset.items() if k not in _RUN_KEYS}) if check is not None else None
+    return {**preset, "resolved": facts} if facts else preset
 
 
 def override_preset(preset: dict, **overrides) -> dict:

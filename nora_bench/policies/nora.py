@@ -138,16 +138,30 @@ class NoraPolicy:
         return ckpt, fast_dir, load_bounds(norm_stats, unnorm_key, ckpt)
 
     @classmethod
-    def check_preset(cls, preset: dict[str, Any]) -> None:
-        """Resolve (and download) everything a preset needs before any worker starts."""
-        cls.resolve_files(preset["checkpoint"], preset.get("fast_tokenizer", "physical-intelligence/fast"),
-                          preset.get("norm_stats", "checkpoint"), preset.get("unnorm_key"))
-        resolve_runtime(preset.get("device", "auto"), preset.get("dtype", "auto"), preset.get("attn", "auto"))
+    def check_preset(cls, preset: dict[str, Any]) -> dict[str, Any]:
+        """Resolve (and download) everything a preset needs before any worker starts; returns what
+        to record: the folders used, their hub revisions, the bounds, the runtime."""
+        if "checkpoint" not in preset:
+            raise UserError("a NORA preset needs a checkpoint (a hub id or a folder)")
+        ckpt, fast_dir, bounds = cls.resolve_files(
+            preset["checkpoint"], preset.get("fast_tokenizer", "physical-intelligence/fast"),
+            preset.get("norm_stats", "checkpoint"), preset.get("unnorm_key"))
+        device, dtype, attn = resolve_runtime(preset.get("device", "auto"), preset.get("dtype", "auto"),
+                                              preset.get("attn", "auto"))
+        return {"checkpoint_dir": str(ckpt), "checkpoint_revision": hub_revision(ckpt),
+                "fast_tokenizer_dir": str(fast_dir), "fast_tokenizer_revision": hub_revision(fast_dir),
+                "bounds": bounds.source,
+                "low": bounds.low.tolist(), "high": bounds.high.tolist(), "device": device, "dtype": dtype, "attn": attn}
 
     # -- the Policy interface ---------------------------------------------------------------------
     def start_episode(self, spec) -> None:
         rule = ChunkRule.parse(spec.chunk_exec)
-        last = self.time_horizon - 1 if rule.kind == "all" else (min(rule.k, self.time_horizon) - 1 if rule.kind == "first" else 0)
+        if rule.kind == "all":
+            last = self.time_horizon - 1
+        elif rule.kind == "first":
+            last = min(rule.k, self.time_horizon) - 1
+        else:  # ensemble: every step mixes fresh predictions; the newest chunk's first row is the closest
+            last = 0
         self._last_row[spec.key] = last
         self._gripper[spec.key] = GRIPPER_OPEN[self.gripper]
 
@@ -247,13 +261,20 @@ def resolve_runtime(device: str, dtype: str, attn: str) -> tuple[str, str, str]:
     return device, dtype, attn
 
 
+def hub_revision(folder: Path) -> str | None:
+    """The hub commit of a folder in the Hugging Face cache (…/snapshots/<commit>/…), else None."""
+    parts = Path(folder).parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
+
+
 def check_action_tokens(tokenizer, checkpoint: str) -> None:
     """The checkpoint's tokenizer must hold <robot_action_0..2047> on ids 151665..153712."""
     first = tokenizer.convert_tokens_to_ids("<robot_action_0>")
     last = tokenizer.convert_tokens_to_ids(f"<robot_action_{ACTION_TOKEN_MAX - ACTION_TOKEN_MIN}>")
     if (first, last) != (ACTION_TOKEN_MIN, ACTION_TOKEN_MAX):
         unk = tokenizer.unk_token_id
-        found = "has no <robot_action_k> tokens" if first in (None, unk) else f"puts <robot_action_0> on id {first} and <robot_action_2047> on id {last}"
+        found = ("has no <robot_action_k> tokens" if first in (None, unk)
+                 else f"puts <robot_action_0> on id {first} and <robot_action_2047> on id {last}")
         raise UserError(f"checkpoint {checkpoint!r} {found}; a NORA checkpoint has them on ids "
                         f"{ACTION_TOKEN_MIN}..{ACTION_TOKEN_MAX} (is this a NORA checkpoint?)")
 
