@@ -123,6 +123,10 @@ def run(
     max_wait_ms: float = typer.Option(5.0, help="How long a policy actor waits for a batch to fill."),
     render_threads: Optional[int] = typer.Option(None, help="Mesa llvmpipe render threads per env worker (default: one per core)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show worker logs."),
+    checkpoint: Optional[str] = typer.Option(None, help="Model checkpoint: a local folder or hub id (default: the preset's)."),
+    device: Optional[str] = typer.Option(None, help="Model device: auto, cpu, cuda, cuda:N (default: the preset's, auto)."),
+    dtype: Optional[str] = typer.Option(None, help="Model dtype: auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32."),
+    attn: Optional[str] = typer.Option(None, help="Attention: auto (flash_attention_2 when installed, else sdpa), sdpa, eager."),
 ) -> None:
     """Evaluate a policy on a suite and print its success table."""
     from nora_bench.results import load
@@ -132,6 +136,11 @@ def run(
     try:
         config = resolve_config(suite, policy, tasks, trials, seed, chunk_exec, max_steps, step_unit, distractors,
                                 video, video_wrist, video_frames)
+        # Model overrides go into the policy preset (recorded in config.yaml); then fail fast on missing files.
+        from nora_bench.policies import check_preset, override_preset
+
+        config.policy = override_preset(config.policy, checkpoint=checkpoint, device=device, dtype=dtype, attn=attn)
+        config.policy = check_preset(config.policy)
         if resume is not None:
             if out is not None and out != resume:
                 raise UserError("pass either --out or --resume, not both")

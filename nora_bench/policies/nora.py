@@ -1,0 +1,289 @@
+"""NORA and NORA-LONG (Qwen2.5-VL-3B emitting FAST+ action tokens), as the published inference code runs them.
+
+The flow per observation (declare-lab/nora, REFERENCE.md section 2): a single user chat message
+with the agentview image (224x224) and the instruction, the checkpoint's chat template,
+qwen-vl-utils vision info, the processor, greedy generate with the checkpoint's generation
+config, every generated id in the action-token range shifted to FAST+ ids, FAST+ decode (time
+horizon 1 for NORA, 5 for NORA-LONG), un-normalization, and the gripper post-processing of the
+target env. A batch of observations runs as one generate call with left padding.
+
+Deliberate differences from the reference, all named options or harmless:
+- a decode failure is reported and counted; the fallback is `decode_fallback`: `reference`
+  (the reference's all-zero normalized chunk, i.e. the midpoint of the bounds), `hold` (no
+  motion, gripper as last commanded) or `fail` (end the episode);
+- only the newly generated ids are scanned for action tokens (the prompt holds none);
+- the OpenVLA image resize (JPEG round trip, Lanczos) is done with Pillow, not TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nora_bench import UserError
+from nora_bench.chunking import ChunkRule
+from nora_bench.policies.base import ActionChunk, Requirements
+from nora_bench.policies.checkpoints import resolve_folder
+from nora_bench.policies.fast import FastDecodeError, FastTokenizer
+from nora_bench.policies.unnorm import Bounds, load_bounds
+
+ACTION_TOKEN_MIN = 151665  # <robot_action_0>
+ACTION_TOKEN_MAX = 153712  # <robot_action_2047>
+ACTION_DIM = 7
+FALLBACKS = ("reference", "hold", "fail")
+GRIPPERS = ("libero", "bridge")
+# The gripper command before any action: open (LIBERO -1 = open; Bridge/WidowX 1.0 = open).
+GRIPPER_OPEN = {"libero": -1.0, "bridge": 1.0}
+DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
+          "fp32": "float32", "float32": "float32"}
+ATTNS = ("auto", "flash_attention_2", "sdpa", "eager")
+IMAGE_RESIZES = ("openvla", "qwen")
+FAST_SUBFOLDER = "fast_tokenizer"  # a checkpoint may carry its own FAST+ tokenizer here
+# Names of the third-person camera image in observations: LIBERO's agentview, the WidowX full_image.
+THIRD_PERSON = ("agentview", "full_image")
+
+
+def gripper_libero(actions: np.ndarray) -> np.ndarray:
+    """NORA's LIBERO script: [0,1] -> [-1,1], sign, invert (data has 0 = close), then 0 -> +1 (close)."""
+    a = actions.copy()
+    g = np.sign(2.0 * a[..., -1] - 1.0) * -1.0
+    a[..., -1] = np.where(g >= 0.0, 1.0, g)
+    return a
+
+
+def postprocess_gripper(actions: np.ndarray, target: str) -> np.ndarray:
+    # Bridge/WidowX: the published WidowX script sends the un-normalized action as it is.
+    return gripper_libero(actions) if target == "libero" else actions.copy()
+
+
+def openvla_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """OpenVLA's model-image preprocessing: JPEG round trip (quality 95), then Lanczos resize."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=95)
+    buf.seek(0)
+    img = Image.open(buf).convert("RGB")
+    return np.asarray(img.resize((size, size), Image.LANCZOS))
+
+
+class NoraPolicy:
+    """A NORA / NORA-LONG checkpoint (see policies/nora*.yaml for the presets)."""
+
+    def __init__(self, checkpoint: str, time_horizon: int = 1, unnorm_key: str | None = None,
+                 norm_stats: str = "checkpoint", gripper: str = "libero", decode_fallback: str = "reference",
+                 fast_tokenizer: str = "physical-intelligence/fast", cameras: list[str] | tuple[str, ...] = ("agentview",),
+                 image_size: int = 224, image_resize: str = "openvla", device: str = "auto", dtype: str = "auto",
+                 attn: str = "auto", max_new_tokens: int | None = None):
+        import torch
+
+        _check_choice("decode_fallback", decode_fallback, FALLBACKS)
+        _check_choice("gripper", gripper, GRIPPERS)
+        _check_choice("image_resize", image_resize, IMAGE_RESIZES)
+        if int(time_horizon) < 1:
+            raise UserError(f"time_horizon must be >= 1, got {time_horizon}")
+        if not cameras:
+            raise UserError("a NORA preset needs one camera (cameras: [agentview])")
+        self.requirements = Requirements(cameras=tuple(cameras))
+        self.camera = _env_camera(cameras[0])
+        self.time_horizon, self.gripper, self.fallback = int(time_horizon), gripper, decode_fallback
+        self.image_size, self.image_resize = int(image_size), image_resize
+        self.device, self.dtype, self.attn = resolve_runtime(device, dtype, attn)
+
+        self.checkpoint_dir, fast_dir, self.bounds = self.resolve_files(checkpoint, fast_tokenizer, norm_stats, unnorm_key)
+        self.fast = FastTokenizer.load(fast_dir, time_horizon=self.time_horizon, action_dim=ACTION_DIM)
+
+        from transformers import AutoProcessor, GenerationConfig, Qwen2_5_VLForConditionalGeneration
+
+        self.processor = AutoProcessor.from_pretrained(self.checkpoint_dir)
+        check_action_tokens(self.processor.tokenizer, checkpoint)
+        # Batches are padded on the left so that every row's generation starts at the same place.
+        self.processor.tokenizer.padding_side = "left"
+        self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
+            self.checkpoint_dir, dtype=getattr(torch, self.dtype), attn_implementation=self.attn).to(self.device).eval()
+        try:
+            self.generation_config = GenerationConfig.from_pretrained(self.checkpoint_dir)
+        except OSError:
+            self.generation_config = self.model.generation_config
+        self.generation_config.do_sample = False  # greedy, as the reference sets it
+        if max_new_tokens is not None:
+            # Without it, transformers generates at most 20 new tokens (its default), as for the reference.
+            self.generation_config.max_new_tokens = int(max_new_tokens)
+        self.model.generation_config = self.generation_config  # as the reference sets it
+        self.info = {"checkpoint_dir": str(self.checkpoint_dir), "fast_tokenizer": str(fast_dir),
+                     "bounds": self.bounds.source, "device": self.device, "dtype": self.dtype, "attn": self.attn}
+        # Per episode: the chunk row whose gripper command is executed last (for `hold`) and that command.
+        self._last_row: dict[str, int] = {}
+        self._gripper: dict[str, float] = {}
+
+    # -- files ------------------------------------------------------------------------------------
+    @staticmethod
+    def resolve_files(checkpoint: str, fast_tokenizer: str, norm_stats: str, unnorm_key: str | None
+                      ) -> tuple[Path, Path, Bounds]:
+        """Checkpoint folder, FAST+ folder and bounds; fails fast with one line (used by `check_preset`)."""
+        fix = "pass --checkpoint PATH to a local copy of the checkpoint folder"
+        ckpt = resolve_folder(str(checkpoint), "checkpoint", fix)
+        if not (ckpt / "config.json").is_file():
+            raise UserError(f"checkpoint {checkpoint!r} ({ckpt}) has no config.json: not a transformers model folder")
+        if (ckpt / FAST_SUBFOLDER / "processor_config.json").is_file():
+            fast_dir = ckpt / FAST_SUBFOLDER
+        else:
+            fast_dir = resolve_folder(str(fast_tokenizer), "FAST+ tokenizer",
+                                      f"set fast_tokenizer to a local copy of physical-intelligence/fast, or put it "
+                                      f"in {ckpt / FAST_SUBFOLDER}")
+        return ckpt, fast_dir, load_bounds(norm_stats, unnorm_key, ckpt)
+
+    @classmethod
+    def check_preset(cls, preset: dict[str, Any]) -> dict[str, Any]:
+        """Resolve (and download) everything a preset needs before any worker starts; returns what
+        to record: the folders used, their hub revisions, the bounds, the runtime."""
+        if "checkpoint" not in preset:
+            raise UserError("a NORA preset needs a checkpoint (a hub id or a folder)")
+        ckpt, fast_dir, bounds = cls.resolve_files(
+            preset["checkpoint"], preset.get("fast_tokenizer", "physical-intelligence/fast"),
+            preset.get("norm_stats", "checkpoint"), preset.get("unnorm_key"))
+        device, dtype, attn = resolve_runtime(preset.get("device", "auto"), preset.get("dtype", "auto"),
+                                              preset.get("attn", "auto"))
+        return {"checkpoint_dir": str(ckpt), "checkpoint_revision": hub_revision(ckpt),
+                "fast_tokenizer_dir": str(fast_dir), "fast_tokenizer_revision": hub_revision(fast_dir),
+                "bounds": bounds.source,
+                "low": bounds.low.tolist(), "high": bounds.high.tolist(), "device": device, "dtype": dtype, "attn": attn}
+
+    # -- the Policy interface ---------------------------------------------------------------------
+    def start_episode(self, spec) -> None:
+        rule = ChunkRule.parse(spec.chunk_exec)
+        if rule.kind == "all":
+            last = self.time_horizon - 1
+        elif rule.kind == "first":
+            last = min(rule.k, self.time_horizon) - 1
+        else:  # ensemble: every step mixes fresh predictions; the newest chunk's first row is the closest
+            last = 0
+        self._last_row[spec.key] = last
+        self._gripper[spec.key] = GRIPPER_OPEN[self.gripper]
+
+    def act(self, observations: list) -> list[ActionChunk]:
+        if not observations:
+            return []
+        ids = self.generate(observations)
+        return [self.to_chunk(obs, row) for obs, row in zip(observations, ids)]
+
+    # -- steps ----------------------------------------------------------------------------------------
+    def model_image(self, obs) -> np.ndarray:
+        names = (self.camera,) + (THIRD_PERSON if self.camera in THIRD_PERSON else ())
+        name = next((n for n in names if n in obs.images), None)
+        if name is None:
+            # The scheduler renders the cameras the preset lists: a preset without them gives no image.
+            raise ValueError(f"observation has no {self.camera!r} image (has {sorted(obs.images)}); "
+                             f"list it in the preset: cameras: [{self.camera}]")
+        img = np.asarray(obs.images[name], dtype=np.uint8)
+        return openvla_resize(img, self.image_size) if self.image_resize == "openvla" else img
+
+    def messages(self, obs) -> list[dict]:
+        from PIL import Image
+
+        return [{"role": "user", "content": [
+            {"type": "image", "image": Image.fromarray(self.model_image(obs)),
+             "resized_height": self.image_size, "resized_width": self.image_size},
+            {"type": "text", "text": obs.instruction}]}]
+
+    def generate(self, observations: list) -> list[list[int]]:
+        """The newly generated token ids per observation (one generate call for the batch)."""
+        import torch
+        from qwen_vl_utils import process_vision_info
+
+        conversations = [self.messages(o) for o in observations]
+        texts = [self.processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+        image_inputs, video_inputs = process_vision_info(conversations)
+        inputs = self.processor(text=texts, images=image_inputs, videos=video_inputs, padding=True, return_tensors="pt")
+        inputs = inputs.to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(getattr(torch, self.dtype))
+        with torch.inference_mode():
+            out = self.model.generate(**inputs)
+        new = out[:, inputs["input_ids"].shape[1]:].tolist()
+        return new
+
+    def decode(self, generated: list[int]) -> np.ndarray:
+        """Normalized chunk (T, 7) from generated ids; raises FastDecodeError."""
+        action_ids = [i - ACTION_TOKEN_MIN for i in generated if ACTION_TOKEN_MIN <= i <= ACTION_TOKEN_MAX]
+        return self.fast.decode(action_ids, self.time_horizon, ACTION_DIM)
+
+    def to_chunk(self, obs, generated: list[int]) -> ActionChunk:
+        """The action chunk for one observation from its generated ids (decode, un-normalize, gripper, fallback)."""
+        key = obs.episode
+        try:
+            actions = postprocess_gripper(self.bounds.unnormalize(self.decode(generated)), self.gripper)
+            failures: list[str] = []
+        except FastDecodeError as e:
+            reason = f"FAST+ decode failed ({e}); fallback {self.fallback}"
+            if self.fallback == "fail":
+                return ActionChunk(np.zeros((self.time_horizon, ACTION_DIM)), failures=[reason], stop=reason)
+            if self.fallback == "reference":
+                zero = np.zeros((self.time_horizon, ACTION_DIM))
+                actions = postprocess_gripper(self.bounds.unnormalize(zero), self.gripper)
+            else:  # hold: no motion, the gripper as last commanded
+                actions = np.zeros((self.time_horizon, ACTION_DIM))
+                actions[:, -1] = self._gripper.get(key, GRIPPER_OPEN[self.gripper])
+            failures = [reason]
+        row = min(self._last_row.get(key, self.time_horizon - 1), len(actions) - 1)
+        self._gripper[key] = float(actions[row, -1])
+        return ActionChunk(actions, failures=failures)
+
+
+def resolve_runtime(device: str, dtype: str, attn: str) -> tuple[str, str, str]:
+    """(device, torch dtype name, attention implementation) from the preset's auto/explicit values."""
+    import torch
+
+    device = str(device)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    elif not (device == "cpu" or device.startswith(("cuda", "mps"))):
+        raise UserError(f"unknown --device {device!r}: use auto, cpu, cuda or cuda:N")
+    dtype = str(dtype)
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    elif dtype in DTYPES:
+        dtype = DTYPES[dtype]
+    else:
+        raise UserError(f"unknown --dtype {dtype!r}: use auto, bf16, fp16 or fp32")
+    _check_choice("--attn", attn, ATTNS)
+    has_flash = importlib.util.find_spec("flash_attn") is not None
+    if attn == "auto":
+        attn = "flash_attention_2" if has_flash and device.startswith("cuda") and dtype != "float32" else "sdpa"
+    elif attn == "flash_attention_2" and not (has_flash and device.startswith("cuda")):
+        raise UserError("--attn flash_attention_2 needs the flash-attn package and a CUDA device; use --attn sdpa")
+    return device, dtype, attn
+
+
+def hub_revision(folder: Path) -> str | None:
+    """The hub commit of a folder in the Hugging Face cache (…/snapshots/<commit>/…), else None."""
+    parts = Path(folder).parts
+    return parts[parts.index("snapshots") + 1] if "snapshots" in parts[:-1] else None
+
+
+def check_action_tokens(tokenizer, checkpoint: str) -> None:
+    """The checkpoint's tokenizer must hold <robot_action_0..2047> on ids 151665..153712."""
+    first = tokenizer.convert_tokens_to_ids("<robot_action_0>")
+    last = tokenizer.convert_tokens_to_ids(f"<robot_action_{ACTION_TOKEN_MAX - ACTION_TOKEN_MIN}>")
+    if (first, last) != (ACTION_TOKEN_MIN, ACTION_TOKEN_MAX):
+        unk = tokenizer.unk_token_id
+        found = ("has no <robot_action_k> tokens" if first in (None, unk)
+                 else f"puts <robot_action_0> on id {first} and <robot_action_2047> on id {last}")
+        raise UserError(f"checkpoint {checkpoint!r} {found}; a NORA checkpoint has them on ids "
+                        f"{ACTION_TOKEN_MIN}..{ACTION_TOKEN_MAX} (is this a NORA checkpoint?)")
+
+
+def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise UserError(f"unknown {what} {value!r}: use one of {', '.join(choices)}")
+
+
+def _env_camera(name: str) -> str:
+    # Observations carry LIBERO's full camera names; presets may use the short alias.
+    return {"wrist": "robot0_eye_in_hand"}.get(name, name)
