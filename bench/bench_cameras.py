@@ -20,7 +20,6 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     a = ap.parse_args()
     configs = {"agentview": ("agentview",), "agentview+wrist": ("agentview", "wrist"), "none (state only)": ()}
-    envs = {}
     rates: dict[str, list[float]] = {k: [] for k in configs}
     # One process can hold one LIBERO env (GL context): build each config in turn, interleave rounds.
     for r in range(a.rounds):

@@ -92,6 +92,8 @@ def print_tables(df) -> None:
         for c in cols + ["success", "95% CI"]:
             t.add_column(c, justify="right" if c not in ("suite", "task") else "left")
         for r in table.to_dict("records"):
+            if len(str(r.get("task", ""))) > 40:  # full names are in the records and reports
+                r["task"] = str(r["task"])[:39] + "…"
             t.add_row(*[str(r[c]) for c in cols], pct(r["success_rate"]),
                       f"[{pct(r['ci95_low'])}, {pct(r['ci95_high'])}]")
         console.print(t)

@@ -1,7 +1,6 @@
 """Scale and survive: dead workers, dead policy actors, killed drivers, worker-count independence,
 and a two-node cluster. Real Ray, real LIBERO, short episodes."""
 
-import json
 import os
 import signal
 import subprocess
@@ -10,8 +9,6 @@ import threading
 import time
 
 import psutil
-import pytest
-
 from conftest import REPO, run_cli
 from nora_bench import results
 from nora_bench.cli import resolve_config

@@ -5,7 +5,7 @@ import math
 import pytest
 from scipy.stats import binomtest
 
-from nora_bench.results import success_table, wilson_interval
+from nora_bench.results import wilson_interval
 from nora_bench.run.rundir import RunDir
 from nora_bench import results
 

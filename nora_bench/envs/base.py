@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from nora_bench.episode import EpisodeSpec
 
 
 @dataclass
@@ -36,7 +39,7 @@ class Env(Protocol):
 
     dummy_action: np.ndarray
 
-    def reset(self, spec: "EpisodeSpec") -> Observation: ...  # noqa: F821
+    def reset(self, spec: "EpisodeSpec") -> Observation: ...
 
     def step(self, action: np.ndarray, render: bool = True) -> StepResult: ...
 

@@ -67,7 +67,8 @@ def expand(config: RunConfig) -> list[EpisodeSpec]:
     """(task, trial) episode specs of a run, ordered by task then trial."""
     suite = config.suite_spec
     policy = config.policy
-    cameras = tuple(policy.get("cameras", ()))
+    # A preset that says nothing about cameras gets the third-person view, as every VLA here needs.
+    cameras = tuple(policy.get("cameras", ("agentview",)))
     video_cameras: tuple[str, ...] = ()
     if config.video:
         video_cameras = ("agentview", "wrist") if config.video_wrist else ("agentview",)
