@@ -21,10 +21,11 @@ def config(policy="random", tasks="0", trials=3, steps=25, suite="libero_object"
 
 
 def ray_procs(title: str) -> list[psutil.Process]:
+    """This test's own Ray processes (the local Ray is a child of this process) named `title`."""
     out = []
-    for p in psutil.process_iter(["cmdline"]):
+    for p in psutil.Process(os.getpid()).children(recursive=True):
         try:
-            if any(title in part for part in (p.info["cmdline"] or [])):
+            if any(title in part for part in p.cmdline()):
                 out.append(p)
         except psutil.Error:
             pass
