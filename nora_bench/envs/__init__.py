@@ -15,6 +15,13 @@ def configure_rendering() -> None:
     """
     os.environ.setdefault("MUJOCO_GL", "egl")
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"] if os.environ["MUJOCO_GL"] != "glfw" else "")
+    # Mesa's llvmpipe and Triton (which torch/transformers import, sometimes lazily) each carry
+    # their own LLVM: Triton loaded after a GL context exists segfaults the process. Loaded
+    # first, both work; this keeps an env and a model safe in one process.
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        pass
 
 
 def make_env(kind: str) -> Env:
