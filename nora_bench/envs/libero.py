@@ -77,6 +77,7 @@ class LiberoEnv:
         self._episode = ""
         self.info: dict[str, Any] = {}
         self._needs_hard_reset = True
+        self._distractors = None  # distractors.DistractorScene when the scene has distractors
 
     # -- building ---------------------------------------------------------------------------
     def _build(self, spec) -> None:
@@ -85,8 +86,14 @@ class LiberoEnv:
         self.close()
         info = task_info(spec.benchmark, spec.task_id)
         cameras = tuple(camera_name(c) for c in spec.render_cameras)
+        categories = _distractor_categories(spec)
+        bddl = info["bddl"]
+        if categories:
+            from nora_bench.envs import distractors
+
+            bddl, instances = distractors.write_bddl(bddl, list(categories), _bddl_folder())
         kwargs: dict[str, Any] = dict(
-            bddl_file_name=info["bddl"],
+            bddl_file_name=bddl,
             camera_heights=spec.camera_size,
             camera_widths=spec.camera_size,
             hard_reset=not SOFT_RESET,
@@ -97,6 +104,9 @@ class LiberoEnv:
             kwargs["use_camera_obs"] = False
         self._env = OffScreenRenderEnv(**kwargs)
         self._env.seed(ENV_SEED)
+        if categories:
+            self._distractors = distractors.DistractorScene(self._env, instances, list(categories),
+                                                            open(bddl).read())
         self._cameras = cameras
         self._instruction = info["instruction"]
         self.info = {"task": info["name"], "instruction": info["instruction"]}
@@ -106,7 +116,7 @@ class LiberoEnv:
     @staticmethod
     def _build_key(spec) -> tuple:
         return (spec.benchmark, spec.task_id, spec.camera_size,
-                tuple(camera_name(c) for c in spec.render_cameras))
+                tuple(camera_name(c) for c in spec.render_cameras), _distractor_categories(spec))
 
     # -- the Env interface --------------------------------------------------------------------
     def reset(self, spec) -> Observation:
@@ -123,8 +133,16 @@ class LiberoEnv:
         self._episode = spec.key
         # A fresh env comes already reset from its constructor's model load; later episodes reset
         # softly (same model, state restored) before the init state is written.
+        # The last step of the previous episode may have switched rendering off; the reset
+        # observation is the policy's first when there are no settle steps.
+        self._set_rendering(True)
         self._env.reset()
-        raw = self._env.set_init_state(states[spec.init_state])
+        if self._distractors is not None:
+            from nora_bench.envs.distractors import placement_rng
+
+            raw = self._distractors.reset(states[spec.init_state], placement_rng(spec))
+        else:
+            raw = self._env.set_init_state(states[spec.init_state])
         return self._observation(raw)
 
     def step(self, action: np.ndarray, render: bool = True) -> StepResult:
@@ -139,13 +157,14 @@ class LiberoEnv:
         return views[0] if len(views) == 1 else np.concatenate(views, axis=1)
 
     def episode_info(self) -> dict[str, Any]:
-        return {}
+        return self._distractors.info() if self._distractors is not None else {}
 
     def close(self) -> None:
         if self._env is not None:
             self._env.close()
             self._env = None
             self._built_for = None
+            self._distractors = None
 
     # -- helpers ------------------------------------------------------------------------------
     def _set_rendering(self, render: bool) -> None:
@@ -171,6 +190,24 @@ class LiberoEnv:
     def sim_env(self):
         """The underlying LIBERO `OffScreenRenderEnv` (privileged access for experts and tests)."""
         return self._env
+
+
+def _distractor_categories(spec) -> tuple[str, ...]:
+    """The distractor objects an episode's scene holds (empty: the benchmark scene)."""
+    names = tuple(getattr(spec, "distractor_names", ()))
+    if not spec.distractors and not names:
+        return ()
+    from nora_bench.envs.distractors import categories_for
+
+    return categories_for(spec, task_info(spec.benchmark, spec.task_id))
+
+
+@lru_cache(maxsize=None)
+def _bddl_folder():
+    import tempfile
+    from pathlib import Path
+
+    return Path(tempfile.mkdtemp(prefix="nora-bench-bddl-"))
 
 
 def _without_images(raw: dict) -> dict:
