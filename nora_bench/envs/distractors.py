@@ -4,8 +4,8 @@ How a scene gets distractors:
 1. `choose`: which objects. Either a given name list or a deterministic sample from the LIBERO
    object catalog (seeded by suite, task, trial and run seed). Categories the instruction names
    and categories already in the scene are never sampled, so the task stays unambiguous.
-2. `rewrite_bddl`: the task's BDDL gets the new objects, one placement region each (the scene's
-   work area) and an `On` fact, so LIBERO builds them into the MuJoCo model.
+2. `rewrite_bddl`: the task's BDDL gets the new objects in `:objects`, so LIBERO builds them into
+   the MuJoCo model (no region, no `:init` fact: LIBERO's sampler never moves them).
 3. `DistractorScene.reset`: the benchmark init state no longer fits the enlarged model, so the
    original joints are copied in by joint name (REFERENCE.md section 5); then every distractor
    is placed on free support surface (table or floor), clear of the task's objects, fixtures and
@@ -33,7 +33,6 @@ _TOO_LARGE = frozenset({
     "wooden_two_layer_shelf", "wine_rack", "brown_rack", "wine_rack_stand", "dining_set_group", "bowl_drainer",
     "desk_caddy", "yellow_desk_caddy",
 })
-REGION_PREFIX = "nora_distractor"
 CLEARANCE = 0.02  # m kept free around every distractor (the gripper needs room between objects)
 GOAL_MARGIN = 0.05  # m kept free around goal regions and goal target objects
 MAX_TRIES = 400  # candidate poses per distractor before giving up
@@ -211,22 +210,13 @@ def rewrite_bddl(bddl: str, categories: list[str]) -> tuple[str, list[str]]:
                 break
         else:
             objects.append(([f"{cat}_{k}"], cat))
-    ws = workspace_of(bddl)
-    x0, y0, x1, y1 = work_area(bddl, ws)
-    # LIBERO samples a spot in this region at every reset; DistractorScene then moves it.
-    regions = "".join(
-        f"\n      ({REGION_PREFIX}_{i}_region\n          (:target {ws})\n"
-        f"          (:ranges (\n              ({x0:.4f} {y0:.4f} {x1:.4f} {y1:.4f})\n            )\n          )\n      )"
-        for i in range(len(instances)))
-    facts = "".join(f"\n    (On {inst} {ws}_{REGION_PREFIX}_{i}_region)" for i, inst in enumerate(instances))
     obj_lines = "".join(f"\n    {' '.join(names)} - {cat}" for names, cat in objects)
 
-    s, e = _block(bddl, ":init")
-    bddl = bddl[:e - 1].rstrip() + facts + "\n  )" + bddl[e:]
+    # No region and no :init fact: LIBERO's own sampler, which places the benchmark objects, never
+    # sees the distractors (it can fail in crowded scenes, and it draws from the global numpy RNG).
+    # DistractorScene.reset poses them before any physics step runs.
     s, e = _block(bddl, ":objects")
     bddl = bddl[:s] + "(:objects" + obj_lines + "\n  )" + bddl[e:]
-    s, e = _block(bddl, ":regions")
-    bddl = bddl[:e - 1].rstrip() + regions + "\n    )" + bddl[e:]
     return bddl, instances
 
 
@@ -377,7 +367,10 @@ class DistractorScene:
         inner = self.env.env
         m = self.model
         boxes = []
-        roots = {self._root_of(b) for b in range(1, m.nbody)} - {skip_root}
+        # The robot hovers over the table: the rays below catch what is right under it.
+        robot_roots = {self._root_of(self._mj.mj_name2id(m, self._mj.mjtObj.mjOBJ_BODY, r.robot_model.root_body))
+                       for r in inner.robots}
+        roots = {self._root_of(b) for b in range(1, m.nbody)} - {skip_root} - robot_roots
         for root in roots:
             bodies = {b for b in range(1, m.nbody) if self._root_of(b) == root}
             if bodies & self.distractor_bodies:
@@ -517,23 +510,28 @@ class DistractorScene:
     def _base_quat(self, inst: str) -> np.ndarray:
         """The orientation LIBERO's own sampler gives this object, with any angle range at its midpoint."""
         inner = self.env.env
+        from libero.libero.envs.regions import get_region_samplers
+
         obj = inner.objects_dict[inst]
-        sampler = next(smp for smp in inner.placement_initializer.samplers.values() if obj in smp.mujoco_objects)
-        saved_rotation, saved_rng = sampler.rotation, np.random.get_state()
+        problem = inner.parsed_problem
+        ws_category = next(cat for cat, names in problem["fixtures"].items() if self.workspace in names)
+        rot = obj.rotation
+        if rot is None:
+            rot = (0.0, 0.0)
+        elif isinstance(rot, dict):
+            rot = {ax: (float(np.mean(r)),) * 2 for ax, r in rot.items()}
+        elif isinstance(rot, (tuple, list)):
+            rot = (float(np.mean(rot)),) * 2
+        # The sampler class LIBERO uses for objects on this workspace, asked for its quaternion only.
+        sampler = get_region_samplers(problem["problem_name"], ws_category)(
+            inst, obj, x_ranges=[[0, 0]], y_ranges=[[0, 0]], rotation=rot, rotation_axis=obj.rotation_axis)
+        saved_rng = np.random.get_state()
         try:
-            rot = sampler.rotation
-            if rot is None:
-                sampler.rotation = (0.0, 0.0)
-            elif isinstance(rot, dict):
-                sampler.rotation = {ax: (float(np.mean(r)),) * 2 for ax, r in rot.items()}
-            elif isinstance(rot, (tuple, list)):
-                sampler.rotation = (float(np.mean(rot)),) * 2
             q = np.asarray(sampler._sample_quat(), dtype=float)
             if hasattr(obj, "init_quat"):
                 from robosuite.utils.transform_utils import quat_multiply
 
                 q = quat_multiply(q, obj.init_quat)
         finally:
-            sampler.rotation = saved_rotation
             np.random.set_state(saved_rng)
         return q / np.linalg.norm(q)
