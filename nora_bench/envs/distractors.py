@@ -221,10 +221,10 @@ def rewrite_bddl(bddl: str, categories: list[str]) -> tuple[str, list[str]]:
 
 
 def write_bddl(bddl_path: str, categories: list[str], folder: Path) -> tuple[str, list[str]]:
-    """Write the rewritten BDDL next to nothing else (a private temp folder). Returns (path, instances)."""
+    """Write the rewritten BDDL into `folder` (LIBERO reads a file). Returns (path, instances)."""
     text, instances = rewrite_bddl(Path(bddl_path).read_text(), categories)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{Path(bddl_path).stem}__{'+'.join(categories)}.bddl"
+    path = folder / f"{Path(bddl_path).stem[:80]}__{zlib.crc32(text.encode()):08x}.bddl"
     path.write_text(text)
     return str(path), instances
 
@@ -469,6 +469,9 @@ class DistractorScene:
                 continue
             # Rest the lowest point 5 mm above the surface; the settle steps let it drop.
             d.qpos[adr + 2] += support_z + 0.005 - gb[:, 4].min()
+            mj.mj_kinematics(m, d)
+            if not self._unoccluded(bodies):
+                continue
             adr_v = int(m.jnt_dofadr[self.free_joint[inst]])
             d.qvel[adr_v:adr_v + 6] = 0
             mj.mj_kinematics(m, d)
@@ -491,6 +494,20 @@ class DistractorScene:
         row = size / 2 - f * pc[:, 1] / -pc[:, 2]
         col = size / 2 + f * pc[:, 0] / -pc[:, 2]
         return np.stack([row, size - 1 - col], axis=1)
+
+    def _unoccluded(self, bodies: set[int]) -> bool:
+        """Whether the agentview camera sees the object (no cabinet or shelf in front of it)."""
+        cam = self._view
+        if cam is None:
+            return True
+        gb = self._geom_boxes(bodies)
+        target = np.array([(gb[:, 0].min() + gb[:, 2].max()) / 2, (gb[:, 1].min() + gb[:, 3].max()) / 2,
+                           gb[:, 4].min() + 0.6 * (gb[:, 5].max() - gb[:, 4].min())])
+        origin = self.data.cam_xpos[cam].copy()
+        geomid = np.array([-1], dtype=np.int32)
+        groups = np.array([1, 1, 0, 0, 0, 0], dtype=np.uint8)  # collision and visual geoms
+        self._mj.mj_ray(self.model, self.data, origin, target - origin, groups, 1, -1, geomid)
+        return geomid[0] >= 0 and int(self.model.geom_bodyid[geomid[0]]) in bodies
 
     def _in_view(self, foot, z: float) -> bool:
         """Whether the footprint lies inside the agentview image (the policy and the video see it)."""
