@@ -40,6 +40,7 @@ def test_instruction_categories_are_never_sampled():
     assert D.named_by(SPATIAL0, "black_book")  # shares 'black': could confuse a policy
     assert D.named_by("pick up the black bowl next to the cookie box", "cookies")
     assert not D.named_by(SPATIAL0, "ketchup")
+    assert not D.named_by(SPATIAL0, "macaroni_and_cheese")  # 'and' names nothing
     scene = {"akita_black_bowl", "cookies", "glazed_rim_porcelain_ramekin", "plate"}
     for seed in range(20):
         chosen = D.choose(3, (), SPATIAL0, scene, np.random.default_rng(seed))

@@ -88,12 +88,16 @@ def _words(text: str) -> set[str]:
     return {_stem(w) for w in re.findall(r"[a-zA-Z]+", text)}
 
 
+# Words of catalog names that say nothing about what an object is.
+_NOT_NAMES = frozenset({"and", "of", "new", "bigger", "libero"})
+
+
 def named_by(instruction: str, category: str) -> bool:
     """True if the instruction mentions any word of the category's name (e.g. 'bowl', 'black', 'soup').
 
     Deliberately broad: a red mug next to 'the red bowl' could already confuse a policy.
     """
-    return bool(_words(category.replace("_", " ")) & _words(instruction))
+    return bool((_words(category.replace("_", " ")) - _NOT_NAMES) & _words(instruction))
 
 
 def seed_for(suite: str, task_id: int, trial: int, seed: int) -> int:
@@ -263,7 +267,11 @@ class DistractorScene:
         self.offset = np.asarray(inner.workspace_offset, dtype=float)
         self.area = np.array(work_area(bddl_text, self.workspace)) + np.tile(self.offset[:2], 2)
 
-        # Joints: distractors vs the original model (copied by joint name from the init state).
+        # Joints: the distractors' free joints vs the original model's. MuJoCo lays out qpos in
+        # body-tree order and every distractor is a whole subtree of the world body, so the
+        # original joints keep their names and relative order: the original layout is this one
+        # minus the distractor joints (full_state checks the size; tests/test_distractors.py
+        # checks every joint by name against the benchmark scene).
         self.free_joint = {}
         for inst in instances:
             jname = inner.objects_dict[inst].joints[-1]
@@ -278,9 +286,6 @@ class DistractorScene:
                 vmap += [(int(m.jnt_dofadr[j]) + i, v_orig + i) for i in range(nv)]
                 q_orig += nq
                 v_orig += nv
-            # Joints of the original model keep their relative order when distractor subtrees are
-            # added; their names are what the mapping is checked against below.
-        self.orig_joint_names = [mujoco.mj_id2name(m, mujoco.mjtObj.mjOBJ_JOINT, j) for j in range(m.njnt) if j not in skip]
         self.q_new, self.q_old = (np.array(v, dtype=int) for v in zip(*qmap))
         self.v_new, self.v_old = (np.array(v, dtype=int) for v in zip(*vmap))
         self.nq_orig, self.nv_orig = q_orig, v_orig
@@ -325,7 +330,7 @@ class DistractorScene:
             d.qpos[adr:adr + 3] = [50.0 + 2 * k, 50.0, 1.0]
         mj.mj_forward(m, d)
         support_body, support_z = self._support()
-        self._view = self._camera_matrix()
+        self._view = self._camera()
         occupied = self._occupied_boxes(skip_root=self._root_of(support_body) if support_body else -1)
         placed = []
         for inst, cat in zip(self.instances, self.categories):
@@ -409,7 +414,9 @@ class DistractorScene:
         """(body id, height) of the first collision geom below (x, y), or (-1, nan)."""
         mj = self._mj
         geomid = np.array([-1], dtype=np.int32)
-        groups = np.array([1, 0, 0, 0, 0, 0], dtype=np.uint8)  # robosuite puts collision geoms in group 0
+        # Collision (group 0) and visual (group 1) geoms: mj_ray skips invisible geoms, and some
+        # arenas' collision floors are invisible.
+        groups = np.array([1, 1, 0, 0, 0, 0], dtype=np.uint8)
         top = 3.0
         dist = mj.mj_ray(self.model, self.data, np.array([x, y, top]), np.array([0.0, 0.0, -1.0]),
                          groups, 1, -1, geomid)
@@ -480,14 +487,15 @@ class DistractorScene:
         raise UserError(f"distractor {inst} ({cat}) cannot be placed: no free spot on the "
                         f"{self.workspace} clear of the task's objects after {MAX_TRIES} tries; use fewer distractors")
 
-    def _camera_matrix(self):
+    def _camera(self):
+        """The agentview camera's id, or None."""
         cam = self._mj.mj_name2id(self.model, self._mj.mjtObj.mjOBJ_CAMERA, "agentview")
         return None if cam < 0 else cam
 
     def project(self, points: np.ndarray, size: int = VIEW_PX) -> np.ndarray:
         """(row, col) of world points in a size x size agentview observation image (rotated 180 degrees
         as LiberoEnv delivers it: rows top-down as seen, columns mirrored)."""
-        cam = self._camera_matrix()
+        cam = self._camera()
         pos, rot = self.data.cam_xpos[cam], self.data.cam_xmat[cam].reshape(3, 3)
         f = 0.5 * size / np.tan(np.deg2rad(self.model.cam_fovy[cam]) / 2)
         pc = (np.atleast_2d(points) - pos) @ rot  # camera frame: x right, y up, looking along -z
