@@ -36,6 +36,7 @@ _TOO_LARGE = frozenset({
 CLEARANCE = 0.02  # m kept free around every distractor (the gripper needs room between objects)
 GOAL_MARGIN = 0.05  # m kept free around goal regions and goal target objects
 MAX_TRIES = 400  # candidate poses per distractor before giving up
+PAD = 0.12  # m: candidates come from the box around the BDDL regions grown by this (the rays keep them on the table)
 VIEW_PX, VIEW_MARGIN = 256, 0.04  # distractors stand inside the agentview image, 4% from its border
 SUPPORT_TOLERANCE = 0.005  # m: a ray must hit the support within this of its surface height
 
@@ -444,7 +445,7 @@ class DistractorScene:
         base_q = self._base_quat(inst)
         bodies = {b for b in self.distractor_bodies if self._root_of(b) == self.body_of[inst]}
         x0, y0, x1, y1 = self.area
-        pad = 0.05
+        pad = PAD
         for _ in range(MAX_TRIES):
             yaw = rng.uniform(0, 2 * np.pi)
             q = np.zeros(4)
