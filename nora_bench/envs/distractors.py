@@ -33,10 +33,10 @@ _TOO_LARGE = frozenset({
     "wooden_two_layer_shelf", "wine_rack", "brown_rack", "wine_rack_stand", "dining_set_group", "bowl_drainer",
     "desk_caddy", "yellow_desk_caddy",
 })
-CLEARANCE = 0.02  # m kept free around every distractor (the gripper needs room between objects)
-GOAL_MARGIN = 0.05  # m kept free around goal regions and goal target objects
-MAX_TRIES = 400  # candidate poses per distractor before giving up
-PAD = 0.12  # m: candidates come from the box around the BDDL regions grown by this (the rays keep them on the table)
+CLEARANCE = 0.015  # m kept free around every distractor (the gripper needs room between objects)
+GOAL_MARGIN = 0.04  # m kept free around goal regions and goal target objects
+MAX_TRIES = 1000  # candidate poses per distractor before giving up
+PAD = 0.2  # m: candidates come from the box around the BDDL regions grown by this (the rays keep them on the table)
 VIEW_PX, VIEW_MARGIN = 256, 0.04  # distractors stand inside the agentview image, 4% from its border
 SUPPORT_TOLERANCE = 0.005  # m: a ray must hit the support within this of its surface height
 
