@@ -131,11 +131,11 @@ class LiberoEnv:
         self._video_cameras = tuple(camera_name(c) for c in spec.video_cameras)
         self._want_state = spec.state
         self._episode = spec.key
-        # A fresh env comes already reset from its constructor's model load; later episodes reset
-        # softly (same model, state restored) before the init state is written.
         # The last step of the previous episode may have switched rendering off; the reset
         # observation is the policy's first when there are no settle steps.
         self._set_rendering(True)
+        # A fresh env comes already reset from its constructor's model load; later episodes reset
+        # softly (same model, state restored) before the init state is written.
         self._env.reset()
         if self._distractors is not None:
             from nora_bench.envs.distractors import placement_rng
