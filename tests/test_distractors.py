@@ -105,6 +105,37 @@ def test_rewritten_bddl_parses_with_libero_and_keeps_the_task():
         assert new[key] == old[key], key
 
 
+# -- the CLI (before the scenes fixture builds its env: one LIBERO env at a time) -----------------------------------------------------------------------------------
+def test_cli_run_with_chunk_rule_and_distractors(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nora_bench.cli", "run", "libero_spatial", "--policy", "zero-agentview",
+           "--chunk-exec", "first:1", "--distractors", "2", "--tasks", "0", "--trials", "1", "--workers", "1",
+           "--max-steps", "6", "--out", str(out)]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    (rec,) = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+    assert rec["chunk_exec"] == "first" and rec["distractors"] == 2 and rec["termination"] == "step_limit"
+    assert (rec["env_steps"], rec["queries"]) == (6, 6)
+    placed = rec["env_info"]["distractors"]
+    assert len(placed) == 2 and all(len(p["pos"]) == 3 and len(p["quat"]) == 4 for p in placed)
+    from nora_bench.video import read_frames
+
+    frames = read_frames(str(out / rec["video"]))
+    assert frames.shape == (7, 256, 256, 3)
+
+
+def test_cli_rejects_bad_distractor_settings(tmp_path):
+    bad = tmp_path / "s.yaml"
+    bad.write_text("name: s\nenv: libero\nbenchmark: libero_spatial\nnum_tasks: 10\nmax_steps: 9\n"
+                   "distractor_names: [ketchup]\n")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    res = subprocess.run([sys.executable, "-m", "nora_bench.cli", "run", str(bad), "--distractors", "3",
+                          "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=120, env=env)
+    assert res.returncode == 2
+    assert "--distractors 3 does not match suite s's 1 distractor_names" in res.stderr
+
+
 # -- real LIBERO scenes ---------------------------------------------------------------------------------
 def spec_for(**kw):
     from nora_bench.episode import EpisodeSpec
@@ -239,34 +270,3 @@ def test_name_list_and_unplaceable_distractors(scenes):
     assert [p["category"] for p in env.episode_info()["distractors"]] == ["ketchup", "butter"]
     with pytest.raises(UserError, match="cannot be placed: no free spot on the main_table"):
         env.reset(spec_for(distractors=30, cameras=()))
-
-
-# -- the CLI ------------------------------------------------------------------------------------------
-def test_cli_run_with_chunk_rule_and_distractors(tmp_path):
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "nora_bench.cli", "run", "libero_spatial", "--policy", "zero-agentview",
-           "--chunk-exec", "first:1", "--distractors", "2", "--tasks", "0", "--trials", "1", "--workers", "1",
-           "--max-steps", "6", "--out", str(out)]
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
-    assert res.returncode == 0, res.stderr[-3000:]
-    (rec,) = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
-    assert rec["chunk_exec"] == "first" and rec["distractors"] == 2 and rec["termination"] == "step_limit"
-    assert (rec["env_steps"], rec["queries"]) == (6, 6)
-    placed = rec["env_info"]["distractors"]
-    assert len(placed) == 2 and all(len(p["pos"]) == 3 and len(p["quat"]) == 4 for p in placed)
-    from nora_bench.video import read_frames
-
-    frames = read_frames(str(out / rec["video"]))
-    assert frames.shape == (7, 256, 256, 3)
-
-
-def test_cli_rejects_bad_distractor_settings(tmp_path):
-    bad = tmp_path / "s.yaml"
-    bad.write_text("name: s\nenv: libero\nbenchmark: libero_spatial\nnum_tasks: 10\nmax_steps: 9\n"
-                   "distractor_names: [ketchup]\n")
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    res = subprocess.run([sys.executable, "-m", "nora_bench.cli", "run", str(bad), "--distractors", "3",
-                          "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=120, env=env)
-    assert res.returncode == 2
-    assert "--distractors 3 does not match suite s's 1 distractor_names" in res.stderr

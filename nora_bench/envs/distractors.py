@@ -180,7 +180,8 @@ def scene_objects(bddl: str) -> list[tuple[list[str], str]]:
 def workspace_of(bddl: str) -> str:
     """The fixture the task's objects stand on (main_table, floor, kitchen_table, ...)."""
     s, e = _block(bddl, ":regions")
-    targets = re.findall(r"\(:target\s+(\S+?)\)", bddl[s:e])
+    # Regions on a workspace have ranges; a cabinet's drawer regions have none.
+    targets = re.findall(r"\(:target\s+(\S+?)\)\s*\(:ranges", bddl[s:e])
     s, e = _block(bddl, ":fixtures")
     fixtures = {n for names, _cat in _parse_typed(bddl[s + len("(:fixtures"):e - 1]) for n in names}
     supports = [t for t in targets if t in fixtures]
@@ -332,7 +333,7 @@ class DistractorScene:
         mj.mj_forward(m, d)
         support_body, support_z = self._support()
         self._view = self._camera()
-        occupied = self._occupied_boxes(skip_root=self._root_of(support_body) if support_body else -1)
+        occupied = self._occupied_boxes(self._root_of(support_body) if support_body else -1, support_z)
         placed = []
         for inst, cat in zip(self.instances, self.categories):
             placed.append(self._place(inst, cat, occupied, support_body, support_z, rng))
@@ -368,8 +369,10 @@ class DistractorScene:
         root = self._mj.mj_name2id(self.model, self._mj.mjtObj.mjOBJ_BODY, obj.root_body)
         return {b for b in range(self.model.nbody) if root >= 0 and self._root_of(b) == root}
 
-    def _occupied_boxes(self, skip_root: int) -> list[np.ndarray]:
-        """Boxes nothing may overlap: every body but the support, goal regions, goal targets (with margins)."""
+    def _occupied_boxes(self, skip_root: int, support_z: float) -> list[np.ndarray]:
+        """Boxes nothing may overlap: every body but the support, goal regions, goal targets (with margins).
+
+        Geoms entirely below the support surface (the room's floor under a table) occupy nothing."""
         inner = self.env.env
         m = self.model
         boxes = []
@@ -381,7 +384,7 @@ class DistractorScene:
             bodies = {b for b in range(1, m.nbody) if self._root_of(b) == root}
             if bodies & self.distractor_bodies:
                 continue
-            boxes += [b[:4] for b in self._geom_boxes(bodies)]
+            boxes += [b[:4] for b in self._geom_boxes(bodies) if b[5] > support_z + 0.001]
         goal = inner.parsed_problem["goal_state"]
         regions = inner.parsed_problem["regions"]
         o = self.offset
@@ -403,7 +406,10 @@ class DistractorScene:
         init_regions = {f[1]: f[2] for f in inner.parsed_problem["initial_state"] if f[0] == "on" and len(f) == 3}
         for fx in self.fixture_names:
             r = regions.get(init_regions.get(fx, ""))
-            gb = self._geom_boxes(self._group_of(fx))
+            group = self._group_of(fx)
+            if skip_root in group:  # the support itself (a living-room table is a fixture)
+                continue
+            gb = self._geom_boxes(group)
             if not r or not r["ranges"] or not len(gb):
                 continue
             x0, y0, x1, y1 = r["ranges"][0]
