@@ -105,7 +105,7 @@ def test_rewritten_bddl_parses_with_libero_and_keeps_the_task():
         assert new[key] == old[key], key
 
 
-# -- the CLI (before the scenes fixture builds its env: one LIBERO env at a time) -----------------------------------------------------------------------------------
+# -- the CLI (before the scenes fixture builds its env: one LIBERO env at a time) ---------------
 def test_cli_run_with_chunk_rule_and_distractors(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "nora_bench.cli", "run", "libero_spatial", "--policy", "zero-agentview",
