@@ -33,6 +33,9 @@ _TOO_LARGE = frozenset({
     "wooden_two_layer_shelf", "wine_rack", "brown_rack", "wine_rack_stand", "dining_set_group", "bowl_drainer",
     "desk_caddy", "yellow_desk_caddy",
 })
+# Never drawn at random (a name list may still ask for them): about 0.2 m wide, they often find no
+# free spot in the crowded libero_goal scene.
+_NOT_SAMPLED = frozenset({"plate", "yellow_plate"})
 CLEARANCE = 0.015  # m kept free around every distractor (the gripper needs room between objects)
 GOAL_MARGIN = 0.04  # m kept free around goal regions and goal target objects
 MAX_TRIES = 1000  # candidate poses per distractor before giving up
@@ -137,7 +140,8 @@ def choose(count: int, names: tuple[str, ...], instruction: str, scene_categorie
             raise UserError(f"distractor(s) {', '.join(named)} share a name with the instruction "
                             f"{instruction!r}, which would make the task ambiguous: choose other objects")
         return list(names)
-    pool = [c for c in catalog() if c not in scene_categories and not named_by(instruction, c)]
+    pool = [c for c in catalog()
+            if c not in scene_categories and c not in _NOT_SAMPLED and not named_by(instruction, c)]
     if count > len(pool):
         raise UserError(f"{count} distractors requested but only {len(pool)} catalog objects fit this task "
                         f"({instruction!r}): use at most {len(pool)}")
