@@ -273,3 +273,22 @@ def test_name_list_and_unplaceable_distractors(scenes, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserError, match="cannot be placed: no free spot on the main_table"):
         env.reset(spec_for(distractors=12, cameras=()))
+
+
+@pytest.mark.parametrize("benchmark, support", [("libero_object", "floor"), ("libero_10", "living_room_table")])
+def test_other_scene_kinds(benchmark, support):
+    """A floor scene and a living-room scene (whose table is a fixture) take distractors too."""
+    from nora_bench.envs.libero import LiberoEnv
+
+    env = LiberoEnv()
+    try:
+        spec = spec_for(suite=benchmark, benchmark=benchmark, distractors=2, cameras=())
+        env.reset(spec)
+        assert env._distractors.workspace == support
+        placed = env.episode_info()["distractors"]
+        assert len(placed) == 2
+        settled = settle(env).observation.state
+        for p in placed:  # they stand still where they were put: on free support, touching nothing
+            assert np.linalg.norm(settled[f"{p['name']}_pos"] - p["pos"]) < 0.01, p
+    finally:
+        env.close()
