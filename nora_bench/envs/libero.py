@@ -204,10 +204,15 @@ def _distractor_categories(spec) -> tuple[str, ...]:
 
 @lru_cache(maxsize=None)
 def _bddl_folder():
+    """A private folder for this process's rewritten BDDL files, removed at exit."""
+    import atexit
+    import shutil
     import tempfile
     from pathlib import Path
 
-    return Path(tempfile.mkdtemp(prefix="nora-bench-bddl-"))
+    folder = tempfile.mkdtemp(prefix="nora-bench-bddl-")
+    atexit.register(shutil.rmtree, folder, True)
+    return Path(folder)
 
 
 def _without_images(raw: dict) -> dict:
