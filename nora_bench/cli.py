@@ -58,6 +58,10 @@ def resolve_config(suite: str, policy: str, tasks: str | None, trials: str | Non
     n_distractors = s.distractors if distractors is None else distractors
     if n_distractors < 0:
         raise UserError("--distractors must be >= 0")
+    if s.distractor_names and n_distractors not in (0, len(s.distractor_names)):
+        raise UserError(f"--distractors {n_distractors} does not match suite {s.name}'s {len(s.distractor_names)} "
+                        f"distractor_names: leave out --distractors or use a suite without a name list")
+    n_distractors = n_distractors or len(s.distractor_names)
     return RunConfig(suite=_suite_dict(s), policy=p, tasks=task_ids, trials=trial_ids, seed=seed,
                      chunk_exec=str(rule), max_steps=max_steps or s.max_steps, step_unit=unit,
                      num_steps_wait=s.num_steps_wait, distractors=n_distractors, video=video,

@@ -53,6 +53,7 @@ class SuiteSpec:
     tasks: list[int] | None = None  # None = all
     camera_size: int = 256
     distractors: int = 0
+    distractor_names: list[str] = field(default_factory=list)  # fixed distractor objects (else sampled)
     aliases: list[str] = field(default_factory=list)
     description: str = ""
     env_options: dict[str, Any] = field(default_factory=dict)
@@ -69,6 +70,10 @@ class SuiteSpec:
             raise UserError(f"malformed suite {source}: {e}") from None
         if spec.step_unit not in STEP_UNITS:
             raise UserError(f"malformed suite {source}: step_unit must be one of {STEP_UNITS}")
+        if spec.distractor_names:
+            from nora_bench.envs.distractors import check_suite
+
+            check_suite(spec, source)
         return spec
 
 

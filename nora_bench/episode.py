@@ -45,6 +45,7 @@ class EpisodeSpec:
     num_steps_wait: int = 10
     chunk_exec: str = "all"
     distractors: int = 0
+    distractor_names: tuple[str, ...] = ()  # exactly these catalog objects (envs/distractors.py)
     env: str = "libero"
     benchmark: str = ""
     camera_size: int = 256
@@ -179,8 +180,10 @@ class ProtocolRun:
                     break
                 executor.push(np.asarray(chunk.actions, dtype=np.float64))
             action = executor.pop()
-            # Render only what someone will look at: the policy's next observation or the video.
-            render = executor.needs_query() or every_step_video
+            # Render only what someone will look at: the policy's next observation (unless the
+            # step limit ends the episode first) or the video.
+            next_unit = out["env_steps"] + 1 if spec.step_unit == "env_steps" else out["queries"]
+            render = (executor.needs_query() and next_unit < spec.max_steps) or every_step_video
             t = time.perf_counter()
             r = env.step(action, render=render)
             timings["env_s"] += time.perf_counter() - t

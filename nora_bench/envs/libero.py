@@ -77,7 +77,7 @@ class LiberoEnv:
         self._instruction = ""
         self._episode = ""
         self.info: dict[str, Any] = {}
-        self._needs_hard_reset = True
+        self._distractors = None  # distractors.DistractorScene when the scene has distractors
 
     # -- building ---------------------------------------------------------------------------
     def _build(self, spec) -> None:
@@ -86,8 +86,14 @@ class LiberoEnv:
         self.close()
         info = task_info(spec.benchmark, spec.task_id)
         cameras = tuple(camera_name(c) for c in spec.render_cameras)
+        categories = _distractor_categories(spec)
+        bddl = info["bddl"]
+        if categories:
+            from nora_bench.envs import distractors
+
+            bddl, instances = distractors.write_bddl(bddl, list(categories), _bddl_folder())
         kwargs: dict[str, Any] = dict(
-            bddl_file_name=info["bddl"],
+            bddl_file_name=bddl,
             camera_heights=spec.camera_size,
             camera_widths=spec.camera_size,
             hard_reset=not SOFT_RESET,
@@ -98,16 +104,18 @@ class LiberoEnv:
             kwargs["use_camera_obs"] = False
         self._env = OffScreenRenderEnv(**kwargs)
         self._env.seed(ENV_SEED)
+        if categories:
+            self._distractors = distractors.DistractorScene(self._env, instances, list(categories),
+                                                            open(bddl).read())
         self._cameras = cameras
         self._instruction = info["instruction"]
         self.info = {"task": info["name"], "instruction": info["instruction"]}
         self._built_for = self._build_key(spec)
-        self._needs_hard_reset = True
 
     @staticmethod
     def _build_key(spec) -> tuple:
         return (spec.benchmark, spec.task_id, spec.camera_size,
-                tuple(camera_name(c) for c in spec.render_cameras))
+                tuple(camera_name(c) for c in spec.render_cameras), _distractor_categories(spec))
 
     # -- the Env interface --------------------------------------------------------------------
     def reset(self, spec) -> Observation:
@@ -122,6 +130,9 @@ class LiberoEnv:
         self._video_cameras = tuple(camera_name(c) for c in spec.video_cameras)
         self._want_state = spec.state
         self._episode = spec.key
+        # The last step of the previous episode may have switched rendering off; the reset
+        # observation is the policy's first when there are no settle steps.
+        self._set_rendering(True)
         # LIBERO re-samples fixture placements (cabinets, stoves: model body poses, not part of the
         # init state) from NumPy's global RNG at every reset. The reference scripts let that depend on
         # how many resets one long-lived env has done; seeding it per episode makes an outcome
@@ -133,7 +144,12 @@ class LiberoEnv:
             # integrated command (robosuite's Panda gripper accumulates it across steps).
             for robot in self._env.env.robots:
                 robot.gripper.current_action = np.zeros(robot.gripper.dof)
-        raw = self._env.set_init_state(states[spec.init_state])
+        if self._distractors is not None:
+            from nora_bench.envs.distractors import placement_rng
+
+            raw = self._distractors.reset(states[spec.init_state], placement_rng(spec))
+        else:
+            raw = self._env.set_init_state(states[spec.init_state])
         return self._observation(raw)
 
     def step(self, action: np.ndarray, render: bool = True) -> StepResult:
@@ -151,14 +167,18 @@ class LiberoEnv:
         # A fingerprint of where the episode ended: equal fingerprints = the same trajectory outcome
         # (used to check determinism across worker counts and resumes).
         state = np.round(self._env.get_sim_state()[1:], 6)
-        return {"final_eef_pos": [round(float(x), 5) for x in self._env.env.robots[0].controller.ee_pos],
+        info = {"final_eef_pos": [round(float(x), 5) for x in self._env.env.robots[0].controller.ee_pos],
                 "final_state_sha1": hashlib.sha1(state.tobytes()).hexdigest()}
+        if self._distractors is not None:
+            info.update(self._distractors.info())
+        return info
 
     def close(self) -> None:
         if self._env is not None:
             self._env.close()
             self._env = None
             self._built_for = None
+            self._distractors = None
 
     # -- helpers ------------------------------------------------------------------------------
     def _set_rendering(self, render: bool) -> None:
@@ -184,6 +204,29 @@ class LiberoEnv:
     def sim_env(self):
         """The underlying LIBERO `OffScreenRenderEnv` (privileged access for experts and tests)."""
         return self._env
+
+
+def _distractor_categories(spec) -> tuple[str, ...]:
+    """The distractor objects an episode's scene holds (empty: the benchmark scene)."""
+    names = tuple(getattr(spec, "distractor_names", ()))
+    if not spec.distractors and not names:
+        return ()
+    from nora_bench.envs.distractors import categories_for
+
+    return categories_for(spec, task_info(spec.benchmark, spec.task_id))
+
+
+@lru_cache(maxsize=None)
+def _bddl_folder():
+    """A private folder for this process's rewritten BDDL files, removed at exit."""
+    import atexit
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    folder = tempfile.mkdtemp(prefix="nora-bench-bddl-")
+    atexit.register(shutil.rmtree, folder, True)
+    return Path(folder)
 
 
 def _without_images(raw: dict) -> dict:

@@ -79,7 +79,8 @@ def expand(config: RunConfig) -> list[EpisodeSpec]:
                 suite=suite.name, benchmark=suite.benchmark, env=suite.env, task_id=task, trial=trial,
                 init_state=trial, seed=0, max_steps=config.max_steps, step_unit=config.step_unit,
                 num_steps_wait=config.num_steps_wait, chunk_exec=config.chunk_exec,
-                distractors=config.distractors, camera_size=suite.camera_size, cameras=cameras,
+                distractors=config.distractors, distractor_names=tuple(suite.distractor_names),
+                camera_size=suite.camera_size, cameras=cameras,
                 state=bool(policy.get("state", False)), video_cameras=video_cameras,
                 video_frames=config.video_frames, env_options=tuple(sorted(suite.env_options.items())))
             specs.append(replace(spec, seed=episode_seed(config.seed, spec.key)))
