@@ -16,6 +16,7 @@ from rich.text import Text
 
 from nora_bench import UserError
 from nora_bench.chunking import ChunkRule
+from nora_bench.envs.widowx_sim_server import command as widowx_sim_server_command
 from nora_bench.config import (STEP_UNITS, RunConfig, load_policy_preset, load_suite, parse_index_list, policy_names,
                                suite_names)
 
@@ -117,6 +118,8 @@ def run(
     ray_address: Optional[str] = typer.Option(None, help="Join an existing Ray cluster (auto or HOST:PORT) instead of starting one."),
     max_attempts: int = typer.Option(3, help="Attempts per episode when a worker dies or the env raises."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show worker logs."),
+    robot_host: Optional[str] = typer.Option(None, help="Real-robot suites: host of the bridge_data_robot WidowX server."),
+    robot_port: Optional[int] = typer.Option(None, help="Real-robot suites: port of the WidowX server (default: the suite's, 5556)."),
 ) -> None:
     """Evaluate a policy on a suite and print its success table."""
     from nora_bench.results import load
@@ -126,6 +129,7 @@ def run(
     try:
         config = resolve_config(suite, policy, tasks, trials, seed, chunk_exec, max_steps, step_unit, distractors,
                                 video, video_wrist, video_frames)
+        operator = apply_robot_options(config, robot_host, robot_port)
         if resume is not None:
             if out is not None and out != resume:
                 raise UserError("pass either --out or --resume, not both")
@@ -142,11 +146,12 @@ def run(
                       f"{len(config.trials)} trial(s) = {total} episodes, limit {config.max_steps} {config.step_unit}, "
                       f"chunk rule {config.chunk_exec} -> {out}" + (f" (resuming: {already} done)" if already else ""))
         scheduler = Scheduler(config, rd, ExecOptions(workers=workers, ray_address=ray_address,
-                                                      max_attempts=max_attempts, verbose=verbose))
+                                                      max_attempts=max_attempts, verbose=verbose, in_process=operator))
+        # An operator session prompts on this terminal: no live progress bar over the prompts.
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total} episodes"),
                       TextColumn("[green]{task.fields[successes]} successes"), _RateColumn(), TimeElapsedColumn(),
-                      console=err_console, transient=False) as progress:
+                      console=err_console, transient=False, disable=operator) as progress:
             bar = progress.add_task("running", total=total, completed=already, successes=0, skipped=already)
 
             def on_result(record):
@@ -163,6 +168,29 @@ def run(
         console.print(f"records: {out / 'episodes.jsonl'}   videos: {out / 'videos'}")
     except UserError as e:
         fail(str(e))
+    except KeyboardInterrupt as e:
+        fail(f"stopped ({e or 'interrupted'}): every finished episode is saved in {out}; "
+             "run the same command again to resume at the next episode")
+
+
+def apply_robot_options(config: RunConfig, robot_host: str | None, robot_port: int | None) -> bool:
+    """Put --robot-host/--robot-port into the suite's env options (recorded in config.yaml) and
+    check the robot answers. Returns True if the suite's env is operator-driven (runs in this process)."""
+    from nora_bench.envs import operator_driven, preflight
+
+    env = config.suite["env"]
+    if not operator_driven(env):
+        if robot_host or robot_port:
+            raise UserError(f"--robot-host/--robot-port apply to real-robot suites, and {config.suite['name']} runs "
+                            f"in the {env} simulator: leave them out")
+        return False
+    options = config.suite.setdefault("env_options", {})
+    if robot_host:
+        options["robot_host"] = robot_host
+    if robot_port:
+        options["robot_port"] = robot_port
+    preflight(env, options)
+    return True
 
 
 @app.command()
@@ -197,6 +225,9 @@ def policies() -> None:
         p = load_policy_preset(name)
         t.add_row(name, p["kind"], str(p.get("checkpoint", "")), str(p.get("description", "")))
     console.print(t)
+
+
+app.command("widowx-sim-server")(widowx_sim_server_command)
 
 
 def main() -> None:  # pragma: no cover

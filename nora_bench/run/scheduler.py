@@ -61,9 +61,17 @@ def expand(config: RunConfig) -> list[EpisodeSpec]:
                 num_steps_wait=config.num_steps_wait, chunk_exec=config.chunk_exec,
                 distractors=config.distractors, camera_size=suite.camera_size, cameras=cameras,
                 state=bool(policy.get("state", False)), video_cameras=video_cameras,
-                video_frames=config.video_frames, env_options=tuple(sorted(suite.env_options.items())))
+                video_frames=config.video_frames, env_options=_env_options(suite, task))
             specs.append(replace(spec, seed=episode_seed(config.seed, spec.key)))
     return specs
+
+
+def _env_options(suite, task: int) -> tuple:
+    """The suite's env options, plus its task_list entry for the task (if it has a task list)."""
+    options = dict(suite.env_options)
+    if suite.task_list:
+        options["task"] = suite.task_list[task]
+    return tuple(sorted(options.items()))
 
 
 def default_workers(n_episodes: int) -> int:
