@@ -272,6 +272,10 @@ class WidowXEnv:
         op.discard_pending()
         ended = {"step_limit": "the step limit was reached", "operator_stop": "you stopped it"}.get(
             termination, f"it ended with {termination}")
+        if self._ended_by == "connection_lost":
+            ended += ": the connection to the robot was lost"
+        elif self._ended_by == "robot_failure":
+            ended += ": the robot refused an action"
         op.say(f"episode over after {self._steps} steps ({ended}).")
         if n > 1:
             placed = op.ask(f"How many of the {n} objects were placed as instructed? [0-{n}]", _parse_count(n))

@@ -106,12 +106,10 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
 
 
 # The only globals a protocol message may name. `_codecs.encode` is how protocol-2 pickles
-# (Python 2 compatible) spell bytes; set/frozenset how they spell sets.
+# (Python 2 compatible) spell bytes, `__builtin__.set` how they spell sets.
 _ALLOWED: dict[tuple[str, str], Any] = {
     **_numpy_globals(),
-    ("builtins", "set"): set,
-    ("builtins", "frozenset"): frozenset,
-    ("builtins", "complex"): complex,
+    **{(module, t.__name__): t for module in ("builtins", "__builtin__") for t in (set, frozenset, complex)},
     ("_codecs", "encode"): __import__("codecs").encode,
 }
 
