@@ -371,18 +371,28 @@ def test_interrupted_session_resumes_at_the_next_trial(sim_server, tmp_path):
 def test_lost_connection_ends_the_episode_with_its_reason(sim_server, tmp_path):
     port = sim_server("--die-after-steps", "4")
     out = tmp_path / "run"
-    p = Process(run_args(quick_suite(tmp_path, timeout_s=1.0), port, out, "--tasks", "0", "--trials", "1",
+    p = Process(run_args(quick_suite(tmp_path, timeout_s=1.0), port, out, "--tasks", "0", "--trials", "2",
                          "--max-steps", "20"), stdin=True)
     try:
         p.expect("press Enter to start")
         p.send("")
         line = p.expect("episode over after")
-        assert "env_failure" in line
+        assert "env_failure: the connection to the robot was lost" in line
+        p.expect("Outcome?")
         p.send("f")
+        # The next trial cannot reach the robot: the operator may retry or end the session.
+        p.expect("trial 2 ===")
+        p.expect("press Enter to start")
+        p.send("")
+        p.expect("did not answer 'hash' within 1 s")
+        p.expect("Press Enter to retry")
+        p.send("")
+        p.expect("Press Enter to retry")
+        p.send("q")
         rc, text = p.finish()
     finally:
         p.stop()
-    assert rc == 0, text
+    assert rc == 2 and "run the same command again to resume" in text, text
     (r,) = records(out)
     assert r["termination"] == "env_failure" and r["success"] is False
     assert "did not answer 'step_action' within 1 s" in r["error"]

@@ -177,6 +177,7 @@ class WidowXEnv:
         self._rtt: dict[str, list[float]] = {"step": [], "obs": []}
         self._ended_by = ""
         self._verdict: dict[str, Any] = {}
+        self._want_state = False
 
     # -- connection ---------------------------------------------------------------------------
     def _ensure_client(self, opts: WidowXOptions, image_size: int) -> None:
@@ -211,7 +212,7 @@ class WidowXEnv:
         self._instruction = task["instruction"]
         self.info = {"task": task.get("name", f"task{spec.task_id}"), "instruction": task["instruction"]}
         self._verdict, self._ended_by = {}, ""
-        self._ensure_client(opts, spec.camera_size)
+        self._want_state = spec.state
 
         op = self.operator
         op.discard_pending()
@@ -222,24 +223,33 @@ class WidowXEnv:
             op.say(f"setup: {task['setup']}")
         op.ask("Set up the scene, then press Enter to start (q + Enter ends the session).", _parse_start)
 
-        try:
-            for what, status in (("reset", lambda: self.client.reset()),
-                                 ("move to the start pose", lambda: self.client.move(
-                                     np.asarray(opts.start_pose), duration=opts.move_duration, blocking=True,
-                                     timeout_s=max(opts.timeout_s, 10 * opts.move_duration)))):
-                code = status()
-                if code != WidowXStatus.SUCCESS:
-                    raise ProtocolError(f"the robot's {what} failed (status {WidowXStatus.NAMES.get(code, code)})")
-            raw = self._observe()
-        except RobotTimeout:
-            self._close_client()  # reconnect (and re-check the config) at the next reset
-            raise
+        while True:
+            try:
+                raw = self._reset_arm(opts, spec.camera_size)
+                break
+            except RobotTimeout as e:
+                # The robot computer is down or unreachable: the operator can fix it and retry, or
+                # end the session (resumable), instead of every remaining trial erroring out.
+                self._close_client()
+                op.ask(f"{e}\nPress Enter to retry, or q + Enter to end the session.", _parse_start)
         op.say(f"running: up to {spec.max_steps} {spec.step_unit.replace('_', ' ')} at {opts.control_hz:g} Hz; "
                "press Enter to stop the episode early.")
         self._steps, self._ticks, self._next_tick = 0, [], None
         self._rtt = {"step": [], "obs": []}
         self._last = self._observation(raw)
         return self._last
+
+    def _reset_arm(self, opts: WidowXOptions, image_size: int) -> dict:
+        """Connect if needed, reset the arm, move it to the start pose; returns the first observation."""
+        self._ensure_client(opts, image_size)
+        for what, status in (("reset", lambda: self.client.reset()),
+                             ("move to the start pose", lambda: self.client.move(
+                                 np.asarray(opts.start_pose), duration=opts.move_duration, blocking=True,
+                                 timeout_s=max(opts.timeout_s, 10 * opts.move_duration)))):
+            code = status()
+            if code != WidowXStatus.SUCCESS:
+                raise ProtocolError(f"the robot's {what} failed (status {WidowXStatus.NAMES.get(code, code)})")
+        return self._observe()
 
     def step(self, action: np.ndarray, render: bool = True) -> StepResult:
         assert self.client is not None and self.opts is not None, "reset() first"
@@ -342,7 +352,8 @@ class WidowXEnv:
             if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
                 raise ProtocolError(f"the robot's {key!r} is {img.dtype} {img.shape}, expected an HxWx3 uint8 image")
             images[key] = img
-        state = {"state": np.asarray(raw["state"])} if "state" in raw else None
+        # Proprioception only for policies that ask for state (NORA uses the image and instruction).
+        state = {"state": np.asarray(raw["state"])} if self._want_state and "state" in raw else None
         return Observation(instruction=self._instruction, episode=self._episode, images=images, state=state)
 
 
