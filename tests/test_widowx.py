@@ -309,8 +309,12 @@ def test_widowx_real_task_end_to_end(sim_server, tmp_path):
         assert info["category"] == "multi_object_pick_place" and info["robot"] == f"127.0.0.1:{port}"
         assert info["config_hash"] == widowx_config(port).digest()
         assert info["control_hz"] == 5.0
-        # Paced at 5 Hz by the harness: the stand-in answers far faster than a period.
-        assert 4.0 < info["achieved_hz"] < 5.2, info
+        # Paced at 5 Hz by the harness: never faster, and on target unless a step ran late (a slow
+        # render on a loaded machine), which is then counted.
+        assert 0 < info["achieved_hz"] <= 5.05, info
+        if info["late_steps"] == 0:
+            assert info["achieved_hz"] == pytest.approx(5.0, rel=0.03), info
+        assert info["jitter_ms_max"] is not None
         assert r["instruction"] == "put the red bottle and the hamburger in the pot"
 
     from nora_bench.results import load, task_table

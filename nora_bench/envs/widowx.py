@@ -324,15 +324,17 @@ class WidowXEnv:
 
     # -- helpers ------------------------------------------------------------------------------
     def _pace(self) -> None:
-        """Sleep until the next control tick; a late step starts at once (no catch-up bursts)."""
+        """Sleep until the next control tick. A late step starts at once and the grid restarts from it:
+        the robot never gets two commands less than a period apart to catch up."""
         period = 1.0 / self.opts.control_hz
         now = time.perf_counter()
         if self._next_tick is not None and now < self._next_tick:
             time.sleep(self._next_tick - now)
             now = time.perf_counter()
         self._ticks.append(now)
-        # Keep to the tick grid (no drift); a step more than a period late starts a new grid.
-        on_grid = self._next_tick is not None and now - self._next_tick < period
+        # Keep to the tick grid (sleep overshoot does not accumulate into drift); a step more than
+        # 10% of a period late starts a new grid.
+        on_grid = self._next_tick is not None and now - self._next_tick < 0.1 * period
         self._next_tick = self._next_tick + period if on_grid else now + period
 
     def _observe(self) -> dict:
