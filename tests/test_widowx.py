@@ -3,6 +3,7 @@ bridge_data_robot wire protocol on loopback; operator answers go through the CLI
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -22,10 +23,10 @@ import yaml
 
 from nora_bench import UserError
 from nora_bench.config import load_suite
-from nora_bench.envs.widowx import pacing_stats
+from nora_bench.envs.widowx import Operator, WidowXEnv, pacing_stats
 from nora_bench.envs.widowx_protocol import (ConfigMismatch, ForbiddenPickle, ProtocolError, WidowXClient,
                                              WidowXStatus, decode, encode, widowx_config)
-from nora_bench.episode import EpisodeResult
+from nora_bench.episode import EpisodeResult, EpisodeSpec
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), COLUMNS="200",
@@ -230,6 +231,44 @@ def test_client_drives_the_stand_in_arm(sim_server):
         assert client.get_observation()["state"][0] == pytest.approx(0.45)
     finally:
         client.close()
+
+
+class ScriptedOperator(Operator):
+    """Answers Enter to every prompt (the real-stdin operator is tested through the CLI below)."""
+
+    def __init__(self):
+        super().__init__(out=open(os.devnull, "w"))
+
+    def ask(self, prompt, parse):
+        return parse("")
+
+    def stop_requested(self) -> bool:
+        return False
+
+    def discard_pending(self) -> None:
+        pass
+
+
+def test_env_serves_the_policy_the_robot_camera_under_its_name(sim_server):
+    port = sim_server()
+    env = WidowXEnv(ScriptedOperator())
+    spec = EpisodeSpec(suite="widowx_real", task_id=0, trial=0, init_state=0, seed=0, max_steps=3, env="widowx",
+                       num_steps_wait=0, cameras=("agentview",), video_cameras=("agentview",),
+                       env_options=(("robot_host", "127.0.0.1"), ("robot_port", port),
+                                    ("task", {"name": "t", "instruction": "put the carrot in pot"})))
+    try:
+        obs = env.reset(spec)
+        assert obs.instruction == "put the carrot in pot" and obs.episode == spec.key
+        assert set(obs.images) == {"agentview"} and obs.images["agentview"].shape == (480, 640, 3)
+        assert obs.state is None  # proprioception only for policies that ask for it
+        r = env.step(np.array([0.02, 0, 0, 0, 0, 0, 1.0]))
+        assert r.failure is None and r.stop is None and not r.success
+        assert env.frame(r.observation) is r.observation.images["agentview"]
+        assert not np.array_equal(r.observation.images["agentview"], obs.images["agentview"])  # the arm moved
+        with pytest.raises(UserError, match="one third-person camera"):
+            env.reset(dataclasses.replace(spec, cameras=("wrist",)))
+    finally:
+        env.close()
 
 
 def test_server_with_another_config_hash_is_refused(sim_server, tmp_path):

@@ -205,8 +205,9 @@ class WidowXEnv:
         task = opts.task
         if not task.get("instruction"):
             raise UserError(f"suite {spec.suite} gives task {spec.task_id} no instruction: add a task_list entry")
-        self._cameras = tuple(_camera_key(c) for c in spec.cameras)
-        self._video_cameras = tuple(_camera_key(c) for c in spec.video_cameras)
+        for c in spec.cameras + spec.video_cameras:
+            _camera_key(c)  # refuse a camera the robot does not have before anything moves
+        self._cameras, self._video_cameras = tuple(spec.cameras), tuple(spec.video_cameras)
         self.opts = opts
         self._episode = spec.key
         self._instruction = task["instruction"]
@@ -345,7 +346,9 @@ class WidowXEnv:
 
     def _observation(self, raw: dict) -> Observation:
         images = {}
-        for key in dict.fromkeys(self._cameras + self._video_cameras):
+        # Images go under the names the policy and video asked for (e.g. `agentview`).
+        for name in dict.fromkeys(self._cameras + self._video_cameras):
+            key = CAMERA_KEYS[name]
             img = raw.get(key)
             if img is None:
                 raise ProtocolError(f"the robot's observation has no {key!r} image (keys: {', '.join(map(str, raw))}): "
@@ -353,7 +356,7 @@ class WidowXEnv:
             img = np.asarray(img)
             if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
                 raise ProtocolError(f"the robot's {key!r} is {img.dtype} {img.shape}, expected an HxWx3 uint8 image")
-            images[key] = img
+            images[name] = img
         # Proprioception only for policies that ask for state (NORA uses the image and instruction).
         state = {"state": np.asarray(raw["state"])} if self._want_state and "state" in raw else None
         return Observation(instruction=self._instruction, episode=self._episode, images=images, state=state)
