@@ -113,13 +113,13 @@ def run(
     video: bool = typer.Option(True, "--video/--no-video", help="Write a rollout mp4 per episode."),
     video_wrist: bool = typer.Option(False, "--video-wrist", help="Put the wrist camera beside agentview in videos."),
     video_frames: str = typer.Option("steps", help="Video frames at every env step (steps) or at policy queries only (queries)."),
+    robot_host: Optional[str] = typer.Option(None, help="Real-robot suites: host of the bridge_data_robot WidowX server."),
+    robot_port: Optional[int] = typer.Option(None, help="Real-robot suites: port of the WidowX server (default: the suite's, 5556)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: results/<suite>-<policy>-<time>). An existing run folder with the same settings is resumed."),
     resume: Optional[Path] = typer.Option(None, help="Resume this run folder: run exactly the episodes it is missing."),
     ray_address: Optional[str] = typer.Option(None, help="Join an existing Ray cluster (auto or HOST:PORT) instead of starting one."),
     max_attempts: int = typer.Option(3, help="Attempts per episode when a worker dies or the env raises."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show worker logs."),
-    robot_host: Optional[str] = typer.Option(None, help="Real-robot suites: host of the bridge_data_robot WidowX server."),
-    robot_port: Optional[int] = typer.Option(None, help="Real-robot suites: port of the WidowX server (default: the suite's, 5556)."),
 ) -> None:
     """Evaluate a policy on a suite and print its success table."""
     from nora_bench.results import load
@@ -129,7 +129,6 @@ def run(
     try:
         config = resolve_config(suite, policy, tasks, trials, seed, chunk_exec, max_steps, step_unit, distractors,
                                 video, video_wrist, video_frames)
-        operator = apply_robot_options(config, robot_host, robot_port)
         if resume is not None:
             if out is not None and out != resume:
                 raise UserError("pass either --out or --resume, not both")
@@ -139,6 +138,7 @@ def run(
         if out is None:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path("results") / f"{config.suite['name']}-{config.policy['name']}-{stamp}"
+        operator = apply_robot_options(config, robot_host, robot_port)
         rd = RunDir(out)
         total = len(config.tasks) * len(config.trials)
         already = len(rd.done_keys() & {f"{config.suite['name']}/task{t:03d}/trial{i:02d}" for t in config.tasks for i in config.trials}) if rd.exists() else 0
@@ -207,6 +207,9 @@ def table(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
     print_tables(df)
 
 
+app.command("widowx-sim-server")(widowx_sim_server_command)
+
+
 @app.command()
 def suites() -> None:
     """List the suite presets."""
@@ -225,9 +228,6 @@ def policies() -> None:
         p = load_policy_preset(name)
         t.add_row(name, p["kind"], str(p.get("checkpoint", "")), str(p.get("description", "")))
     console.print(t)
-
-
-app.command("widowx-sim-server")(widowx_sim_server_command)
 
 
 def main() -> None:  # pragma: no cover
