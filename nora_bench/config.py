@@ -70,8 +70,6 @@ class SuiteSpec:
             spec = cls(**data)
         except TypeError as e:
             raise UserError(f"malformed suite {source}: {e}") from None
-        if spec.step_unit not in STEP_UNITS:
-            raise UserError(f"malformed suite {source}: step_unit must be one of {STEP_UNITS}")
         if spec.task_list:
             if len(spec.task_list) != spec.num_tasks:
                 raise UserError(f"malformed suite {source}: num_tasks is {spec.num_tasks} but task_list has "
@@ -79,6 +77,9 @@ class SuiteSpec:
             for i, t in enumerate(spec.task_list):
                 if not isinstance(t, dict) or not t.get("instruction"):
                     raise UserError(f"malformed suite {source}: task_list entry {i} needs an instruction")
+
+        if spec.step_unit not in STEP_UNITS:
+            raise UserError(f"malformed suite {source}: step_unit must be one of {STEP_UNITS}")
         return spec
 
 
