@@ -362,9 +362,13 @@ def test_widowx_real_task_end_to_end(sim_server, tmp_path):
     table = task_table(load(out))
     row = table.iloc[0]
     assert (row["episodes"], row["successes"], row["errored"], row["success_rate"]) == (2, 1, 0, 0.5)
+    import imageio.v2 as imageio
+
     for r in recs:
         frames = read_frames(str(out / r["video"]))
         assert frames.shape[1:] == (480, 640, 3) and len(frames) == r["env_steps"] + 1
+        with imageio.get_reader(str(out / r["video"])) as reader:
+            assert reader.get_meta_data()["fps"] == 5.0  # plays in real time at the control rate
     # The arm moved: the last frame of the full episode differs from its first.
     frames = read_frames(str(out / first["video"]))
     assert np.abs(frames[-1].astype(int) - frames[0].astype(int)).mean() > 0.5

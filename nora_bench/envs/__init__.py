@@ -38,6 +38,15 @@ def operator_driven(kind: str) -> bool:
     return kind in OPERATOR_ENVS
 
 
+def video_fps(spec) -> float:
+    """Frames per second of an episode's video, so that it plays in real time."""
+    if spec.env == "widowx":
+        return float(dict(spec.env_options).get("control_hz", 5.0))
+    from nora_bench.video import FPS
+
+    return FPS
+
+
 def preflight(kind: str, env_options: dict) -> None:
     """Checks an env can start before a run begins (the robot answers and speaks our protocol)."""
     if kind == "widowx":
@@ -46,4 +55,5 @@ def preflight(kind: str, env_options: dict) -> None:
         widowx_preflight(env_options)
 
 
-__all__ = ["Env", "Observation", "StepResult", "make_env", "configure_rendering", "operator_driven", "preflight"]
+__all__ = ["Env", "Observation", "StepResult", "make_env", "configure_rendering", "operator_driven", "preflight",
+           "video_fps"]
