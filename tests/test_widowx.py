@@ -74,7 +74,11 @@ class Process:
         self.proc.stdin.flush()
 
     def finish(self, timeout: float = 120) -> tuple[int, str]:
-        rc = self.proc.wait(timeout=timeout)
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise
         while True:
             line = self._q.get(timeout=10)
             if line is None:
@@ -444,6 +448,7 @@ def test_lost_connection_ends_the_episode_with_its_reason(sim_server, tmp_path):
     assert r["termination"] == "env_failure" and r["success"] is False
     assert "did not answer 'step_action' within 1 s" in r["error"]
     assert r["env_info"]["ended_by"] == "connection_lost" and r["env_steps"] == 4
+    assert r["env_info"]["config_hash"] == widowx_config(port).digest()
     assert r["video"] and (out / r["video"]).is_file()  # what was recorded before the loss is kept
 
 

@@ -178,6 +178,7 @@ class WidowXEnv:
         self._ended_by = ""
         self._verdict: dict[str, Any] = {}
         self._want_state = False
+        self._config_hash = ""
 
     # -- connection ---------------------------------------------------------------------------
     def _ensure_client(self, opts: WidowXOptions, image_size: int) -> None:
@@ -186,6 +187,7 @@ class WidowXEnv:
             return
         self._close_client()
         self.client = connect(opts)
+        self._config_hash = self.client.config_hash
         status = self.client.init(opts.env_params, image_size, timeout_s=opts.init_timeout_s)
         if status != WidowXStatus.SUCCESS:
             self._close_client()
@@ -312,8 +314,8 @@ class WidowXEnv:
         if opts is not None:
             info["robot"] = f"{opts.robot_host}:{opts.robot_port}"
             info["control_hz"] = opts.control_hz
-        if self.client is not None:
-            info["config_hash"] = self.client.config_hash
+        if self._config_hash:
+            info["config_hash"] = self._config_hash  # kept after a lost connection closed the client
         info.update(pacing_stats(self._ticks, opts.control_hz if opts else 0.0))
         for name, values in self._rtt.items():
             if values:
