@@ -9,6 +9,7 @@ import os
 import pickle
 import queue
 import re
+import select
 import socket
 import subprocess
 import sys
@@ -458,3 +459,47 @@ def test_unreachable_robot_is_a_clear_error(tmp_path):
     rc, text = p.finish()
     assert rc == 2, text
     assert f"the robot server at tcp://127.0.0.1:{port} did not answer 'hash' within 1 s" in text
+
+
+def test_operator_on_a_real_terminal(sim_server, tmp_path):
+    """The same prompts on a pseudo-terminal: the terminal's Enter (carriage return) starts the
+    episode, stops it early, and answers the outcome."""
+    import pty
+
+    port = sim_server()
+    out = tmp_path / "run"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(run_args("widowx_real", port, out, "--tasks", "0", "--trials", "1", "--max-steps", "50"),
+                            env=ENV, cwd=REPO, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    seen = b""
+
+    def wait_for(text: str, timeout: float = 60) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while text.encode() not in seen:
+            assert time.monotonic() < deadline, f"no {text!r} on the terminal:\n{seen.decode(errors='replace')}"
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:  # the child closed the terminal
+                    assert text.encode() in seen, seen.decode(errors="replace")
+
+    try:
+        wait_for("press Enter to start")
+        os.write(master, b"\r")
+        wait_for("press Enter to stop the episode early")
+        time.sleep(0.8)
+        os.write(master, b"\r")
+        wait_for("Outcome?")
+        os.write(master, b"s\r")
+        wait_for("records:")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    (r,) = records(out)
+    assert r["success"] is True and r["termination"] == "success"
+    assert r["env_info"]["ended_by"] == "operator_stop" and 0 < r["env_steps"] < 50

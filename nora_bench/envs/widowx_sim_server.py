@@ -24,7 +24,7 @@ import numpy as np
 import typer
 
 from nora_bench import UserError
-from nora_bench.envs.widowx_protocol import DEFAULT_PORT, ActionServer, WidowXStatus, encode, widowx_config
+from nora_bench.envs.widowx_protocol import DEFAULT_PORT, ActionServer, WidowXStatus, widowx_config
 
 # bridge_data_robot's workspace ([x, y, z] low / high, metres, robot base frame: x forward, y left,
 # z up) and its start pose [x, y, z, roll, pitch, yaw, gripper].
@@ -231,4 +231,4 @@ if __name__ == "__main__":
     typer.run(command)
 
 
-__all__ = ["SimArm", "ServerOptions", "serve", "encode"]
+__all__ = ["SimArm", "ServerOptions", "serve", "command"]
