@@ -146,12 +146,11 @@ def run(
                       f"{len(config.trials)} trial(s) = {total} episodes, limit {config.max_steps} {config.step_unit}, "
                       f"chunk rule {config.chunk_exec} -> {out}" + (f" (resuming: {already} done)" if already else ""))
         scheduler = Scheduler(config, rd, ExecOptions(workers=workers, ray_address=ray_address,
-                                                      max_attempts=max_attempts, verbose=verbose, in_process=operator))
-        # An operator session prompts on this terminal: no live progress bar over the prompts.
+                                                      max_attempts=max_attempts, verbose=verbose))
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total} episodes"),
                       TextColumn("[green]{task.fields[successes]} successes"), _RateColumn(), TimeElapsedColumn(),
-                      console=err_console, transient=False, disable=operator) as progress:
+                      console=err_console, transient=False, disable=operator) as progress:  # no bar over operator prompts
             bar = progress.add_task("running", total=total, completed=already, successes=0, skipped=already)
 
             def on_result(record):

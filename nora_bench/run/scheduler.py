@@ -74,6 +74,13 @@ def _env_options(suite, task: int) -> tuple:
     return tuple(sorted(options.items()))
 
 
+def _operator_driven(config: RunConfig) -> bool:
+    """An env that talks to an operator on this terminal (real robot) runs in this process, never on Ray."""
+    from nora_bench.envs import operator_driven
+
+    return operator_driven(config.suite["env"])
+
+
 def default_workers(n_episodes: int) -> int:
     """As many workers as CPU cores allow within memory (about 1.5 GB per LIBERO env)."""
     cpus = os.cpu_count() or 1
@@ -124,7 +131,7 @@ class Scheduler:
         todo = [_Pending(s) for s in expand(self.config) if s.key not in done]
         if not todo:
             return 0
-        if self.options.in_process:
+        if self.options.in_process or _operator_driven(self.config):
             self._drive_in_process(todo, on_result)
             return len(todo)
         n_workers = self.options.workers or default_workers(len(todo))

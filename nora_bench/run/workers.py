@@ -9,7 +9,7 @@ from typing import Any
 
 import ray
 
-from nora_bench.envs import configure_rendering, make_env, video_fps
+from nora_bench.envs import configure_rendering, make_env
 from nora_bench.episode import ERROR, EpisodeSpec, ProtocolRun
 from nora_bench.policies import make_policy
 from nora_bench.video import VideoWriter
@@ -36,6 +36,8 @@ class EnvWorker:
 
     def run(self, spec: EpisodeSpec) -> tuple[dict[str, Any], bytes | None]:
         """One episode -> (outcome fields, mp4 bytes or None). Exceptions become an ERROR outcome."""
+        from nora_bench.envs import video_fps  # the env's control rate: videos play in real time
+
         writer = VideoWriter(fps=video_fps(spec)) if spec.video_cameras else None
         try:
             if self.env is None or self.env_kind != spec.env:
