@@ -16,6 +16,7 @@ from rich.text import Text
 
 from nora_bench import UserError
 from nora_bench.chunking import ChunkRule
+from nora_bench.envs.widowx_sim_server import command as widowx_sim_server_command
 from nora_bench.config import (STEP_UNITS, RunConfig, load_policy_preset, load_suite, parse_index_list, policy_names,
                                suite_names)
 
@@ -118,6 +119,8 @@ def run(
     video: bool = typer.Option(True, "--video/--no-video", help="Write a rollout mp4 per episode."),
     video_wrist: bool = typer.Option(False, "--video-wrist", help="Put the wrist camera beside agentview in videos."),
     video_frames: str = typer.Option("steps", help="Video frames at every env step (steps) or at policy queries only (queries)."),
+    robot_host: Optional[str] = typer.Option(None, help="Real-robot suites: host of the bridge_data_robot WidowX server."),
+    robot_port: Optional[int] = typer.Option(None, help="Real-robot suites: port of the WidowX server (default: the suite's, 5556)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: results/<suite>-<policy>-<time>). An existing run folder with the same settings is resumed."),
     resume: Optional[Path] = typer.Option(None, help="Resume this run folder: run exactly the episodes it is missing."),
     ray_address: Optional[str] = typer.Option(None, help="Join an existing Ray cluster (auto or HOST:PORT) instead of starting one."),
@@ -156,6 +159,7 @@ def run(
         if out is None:
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path("results") / f"{config.suite['name']}-{config.policy['name']}-{stamp}"
+        operator = apply_robot_options(config, robot_host, robot_port)
         rd = RunDir(out)
         total = len(config.tasks) * len(config.trials)
         already = len(rd.done_keys() & {f"{config.suite['name']}/task{t:03d}/trial{i:02d}" for t in config.tasks for i in config.trials}) if rd.exists() else 0
@@ -172,7 +176,7 @@ def run(
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total} episodes"),
                       TextColumn("[green]{task.fields[successes]} successes"), _RateColumn(), TimeElapsedColumn(),
-                      console=err_console, transient=False) as progress:
+                      console=err_console, transient=False, disable=operator) as progress:  # no bar over operator prompts
             bar = progress.add_task("running", total=total, completed=already, successes=0, skipped=already)
 
             def on_result(record):
@@ -192,6 +196,29 @@ def run(
         console.print(f"records: {out / 'episodes.jsonl'}   videos: {out / 'videos'}")
     except UserError as e:
         fail(str(e))
+    except KeyboardInterrupt as e:
+        fail(f"stopped ({e or 'interrupted'}): every finished episode is saved in {out}; "
+             "run the same command again to resume at the next episode")
+
+
+def apply_robot_options(config: RunConfig, robot_host: str | None, robot_port: int | None) -> bool:
+    """Put --robot-host/--robot-port into the suite's env options (recorded in config.yaml) and
+    check the robot answers. Returns True if the suite's env is operator-driven (runs in this process)."""
+    from nora_bench.envs import operator_driven, preflight
+
+    env = config.suite["env"]
+    if not operator_driven(env):
+        if robot_host or robot_port:
+            raise UserError(f"--robot-host/--robot-port apply to real-robot suites, and {config.suite['name']} runs "
+                            f"in the {env} simulator: leave them out")
+        return False
+    options = config.suite.setdefault("env_options", {})
+    if robot_host:
+        options["robot_host"] = robot_host
+    if robot_port:
+        options["robot_port"] = robot_port
+    preflight(env, options)
+    return True
 
 
 @app.command()
@@ -206,6 +233,9 @@ def table(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
     if df.empty:
         fail(f"{run_dir} holds no finished episode yet")
     print_tables(df)
+
+
+app.command("widowx-sim-server")(widowx_sim_server_command)
 
 
 @app.command()

@@ -57,6 +57,9 @@ class SuiteSpec:
     aliases: list[str] = field(default_factory=list)
     description: str = ""
     env_options: dict[str, Any] = field(default_factory=dict)
+    # Per-task facts for suites whose tasks are not defined by a simulator benchmark (the real
+    # WidowX): {name, instruction, category, objects, ...}; entry i is task i.
+    task_list: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def from_dict(cls, data: dict, source: str) -> "SuiteSpec":
@@ -68,6 +71,14 @@ class SuiteSpec:
             spec = cls(**data)
         except TypeError as e:
             raise UserError(f"malformed suite {source}: {e}") from None
+        if spec.task_list:
+            if len(spec.task_list) != spec.num_tasks:
+                raise UserError(f"malformed suite {source}: num_tasks is {spec.num_tasks} but task_list has "
+                                f"{len(spec.task_list)} entries")
+            for i, t in enumerate(spec.task_list):
+                if not isinstance(t, dict) or not t.get("instruction"):
+                    raise UserError(f"malformed suite {source}: task_list entry {i} needs an instruction")
+
         if spec.step_unit not in STEP_UNITS:
             raise UserError(f"malformed suite {source}: step_unit must be one of {STEP_UNITS}")
         if spec.distractor_names:

@@ -24,7 +24,8 @@ POLICY_STOP = "policy_stop"  # the policy ended the episode (e.g. decode failure
 POLICY_ERROR = "policy_error"  # unusable policy output (wrong shape, NaN) or a policy exception
 ENV_FAILURE = "env_failure"  # the env could not go on (lost robot connection, ...)
 ERROR = "error"  # an exception in the env or the worker; retried, then recorded
-TERMINATIONS = (SUCCESS, STEP_LIMIT, POLICY_STOP, POLICY_ERROR, ENV_FAILURE, ERROR)
+OPERATOR_STOP = "operator_stop"  # the env's operator stopped the episode (real robot)
+TERMINATIONS = (SUCCESS, STEP_LIMIT, POLICY_STOP, POLICY_ERROR, ENV_FAILURE, ERROR, OPERATOR_STOP)
 
 
 class InfrastructureError(RuntimeError):
@@ -198,6 +199,18 @@ class ProtocolRun:
                 termination = ENV_FAILURE
                 out["error"] = r.failure
                 break
+            if r.stop:
+                termination = OPERATOR_STOP
+                break
+        judge = getattr(env, "judge", None)
+        if judge is not None:
+            # Operator-judged env (real robot): the operator's answer is the outcome; a failure
+            # keeps the reason the episode ended.
+            t = time.perf_counter()
+            success = bool(judge(termination))
+            timings["judge_s"] = time.perf_counter() - t
+            if success:
+                termination = SUCCESS
         timings["wall_s"] = time.perf_counter() - t_start
         out.update(success=success, termination=termination,
                    timings={k: round(v, 4) for k, v in timings.items()})

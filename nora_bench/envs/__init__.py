@@ -30,7 +30,37 @@ def make_env(kind: str) -> Env:
         from nora_bench.envs.libero import LiberoEnv
 
         return LiberoEnv()
-    raise UserError(f"unknown env {kind!r}; known: libero")
+    if kind == "widowx":
+        from nora_bench.envs.widowx import WidowXEnv
+
+        return WidowXEnv()
+    raise UserError(f"unknown env {kind!r}; known: libero, widowx")
 
 
-__all__ = ["Env", "Observation", "StepResult", "make_env", "configure_rendering"]
+# Envs that talk to an operator on this terminal: their runs execute in the driver process.
+OPERATOR_ENVS = ("widowx",)
+
+
+def operator_driven(kind: str) -> bool:
+    return kind in OPERATOR_ENVS
+
+
+def video_fps(spec) -> float:
+    """Frames per second of an episode's video, so that it plays in real time."""
+    if spec.env == "widowx":
+        return float(dict(spec.env_options).get("control_hz", 5.0))
+    from nora_bench.video import FPS
+
+    return FPS
+
+
+def preflight(kind: str, env_options: dict) -> None:
+    """Checks an env can start before a run begins (the robot answers and speaks our protocol)."""
+    if kind == "widowx":
+        from nora_bench.envs.widowx import preflight as widowx_preflight
+
+        widowx_preflight(env_options)
+
+
+__all__ = ["Env", "Observation", "StepResult", "make_env", "configure_rendering", "operator_driven", "preflight",
+           "video_fps"]

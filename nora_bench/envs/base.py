@@ -28,6 +28,8 @@ class StepResult:
     success: bool
     # Set when the env itself cannot go on (lost connection, terminated sim); ends the episode.
     failure: str | None = None
+    # Set when the env ended the episode normally (the operator's stop key on the real robot).
+    stop: str | None = None
 
 
 class Env(Protocol):
@@ -35,6 +37,9 @@ class Env(Protocol):
 
     `render` says whether the step's observation needs camera images (the protocol skips
     rendering for frames nobody will look at).
+
+    An operator-judged env (the real WidowX) also has `judge(termination) -> bool`: called when
+    the episode has ended, its answer is the episode's success.
     """
 
     dummy_action: np.ndarray

@@ -82,9 +82,24 @@ def expand(config: RunConfig) -> list[EpisodeSpec]:
                 distractors=config.distractors, distractor_names=tuple(suite.distractor_names),
                 camera_size=suite.camera_size, cameras=cameras,
                 state=bool(policy.get("state", False)), video_cameras=video_cameras,
-                video_frames=config.video_frames, env_options=tuple(sorted(suite.env_options.items())))
+                video_frames=config.video_frames, env_options=_env_options(suite, task))
             specs.append(replace(spec, seed=episode_seed(config.seed, spec.key)))
     return specs
+
+
+def _env_options(suite, task: int) -> tuple:
+    """The suite's env options, plus its task_list entry for the task (if it has a task list)."""
+    options = dict(suite.env_options)
+    if suite.task_list:
+        options["task"] = suite.task_list[task]
+    return tuple(sorted(options.items()))
+
+
+def _operator_driven(config: RunConfig) -> bool:
+    """An env that talks to an operator on this terminal (real robot) runs in this process, never on Ray."""
+    from nora_bench.envs import operator_driven
+
+    return operator_driven(config.suite["env"])
 
 
 def default_workers(n_episodes: int) -> int:
@@ -138,7 +153,7 @@ class Scheduler:
         todo = [_Pending(s) for s in expand(self.config) if s.key not in done]
         if not todo:
             return 0
-        if self.options.in_process:
+        if self.options.in_process or _operator_driven(self.config):
             self._drive_in_process(todo, on_result)
             return len(todo)
         n_workers = self.options.workers or default_workers(len(todo))

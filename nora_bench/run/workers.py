@@ -49,7 +49,9 @@ class EnvWorker:
 
     def run(self, spec: EpisodeSpec) -> tuple[dict[str, Any], bytes | None]:
         """One episode -> (outcome fields, mp4 bytes or None). Exceptions become an ERROR outcome."""
-        writer = VideoWriter() if spec.video_cameras else None
+        from nora_bench.envs import video_fps  # the env's control rate: videos play in real time
+
+        writer = VideoWriter(fps=video_fps(spec)) if spec.video_cameras else None
         try:
             if self.env is None or self.env_kind != spec.env:
                 self._close_env()

@@ -1,0 +1,413 @@
+"""The real WidowX env: the episode protocol on a physical robot, with an operator at this terminal.
+
+An episode: the operator sets up the scene and presses Enter -> the arm resets (server `reset`,
+then a blocking move to the start pose) -> the loop runs at the configured rate (5 Hz, NORA's
+WidowX script), each step a non-blocking `step_action` and a fresh observation; Enter during
+the loop stops the episode -> the operator says how it went, which becomes the episode's
+success (partial credit for multi-object tasks goes into env_info). The robot is reached over
+the bridge_data_robot wire protocol (`widowx_protocol`); a timeout or lost connection ends the
+episode with its reason recorded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import select
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, TextIO
+
+import numpy as np
+
+from nora_bench import UserError
+from nora_bench.envs.base import Observation, StepResult
+from nora_bench.envs.widowx_protocol import DEFAULT_PORT, ProtocolError, RobotTimeout, WidowXClient, WidowXStatus
+
+# No motion, gripper open (bridge convention: gripper 1.0 open, 0.0 closed).
+WIDOWX_DUMMY_ACTION = np.array([0, 0, 0, 0, 0, 0, 1], dtype=np.float64)
+# Camera names a policy or video may ask for -> observation key. The bridge server sends one
+# third-person camera as `full_image`; `agentview` is LIBERO's name for the same role.
+CAMERA_KEYS = {"agentview": "full_image", "primary": "full_image", "full_image": "full_image"}
+# bridge_data_robot's evaluation settings (its example eval script): camera, workspace, step time.
+DEFAULT_ENV_PARAMS = {
+    "camera_topics": [{"name": "/blue/image_raw"}],
+    "override_workspace_boundaries": [[0.1, -0.15, -0.01, -1.57, 0], [0.45, 0.25, 0.25, 1.57, 0]],
+    "move_duration": 0.2,
+}
+
+
+class OperatorAbort(KeyboardInterrupt):
+    """The operator ended the session (q, or end of input). Like Ctrl-C it is not an episode error:
+    the unfinished episode is not recorded, and re-running the command resumes at it."""
+
+
+@dataclass
+class WidowXOptions:
+    """The suite's `env_options` for a WidowX suite (plus --robot-host/--robot-port)."""
+
+    robot_host: str | None = None
+    robot_port: int = DEFAULT_PORT
+    control_hz: float = 5.0
+    timeout_s: float = 5.0  # per request during an episode: longer means the connection is lost
+    init_timeout_s: float = 60.0  # the robot stack's first init takes about 10 s
+    start_pose: list[float] = field(default_factory=lambda: [0.3, 0.0, 0.15, 0.0, 0.0, 0.0])
+    move_duration: float = 1.0
+    blocking: bool = False  # step_action blocking (the reference evaluation uses non-blocking)
+    env_params: dict = field(default_factory=lambda: dict(DEFAULT_ENV_PARAMS))
+    task: dict = field(default_factory=dict)  # the suite's task_list entry of this episode
+
+    @classmethod
+    def from_items(cls, items: Any) -> "WidowXOptions":
+        data = dict(items)
+        names = {f.name for f in dataclasses.fields(cls)}
+        extra = sorted(set(data) - names)
+        if extra:
+            raise UserError(f"unknown WidowX env option(s) {', '.join(extra)}; known: {', '.join(sorted(names))}")
+        opts = cls(**data)
+        if not opts.robot_host:
+            raise UserError("no robot to talk to: pass --robot-host HOST (the computer running the bridge_data_robot "
+                            "WidowX server; `nora-bench widowx-sim-server` runs a stand-in on 127.0.0.1)")
+        if not opts.control_hz > 0:
+            raise UserError(f"control_hz must be > 0, not {opts.control_hz}")
+        if len(opts.start_pose) != 6:
+            raise UserError("start_pose is [x, y, z, roll, pitch, yaw]")
+        return opts
+
+
+def connect(opts: WidowXOptions) -> WidowXClient:
+    """Open a client and check the server's config hash (raises a ProtocolError with the fix)."""
+    return WidowXClient(opts.robot_host, opts.robot_port, timeout_s=opts.timeout_s)
+
+
+def preflight(env_options: dict) -> None:
+    """Before an operator session: reach the server and check its config, so a wrong host,
+    a server of another config or one that sends forbidden data fails at once with one line."""
+    opts = WidowXOptions.from_items({k: v for k, v in env_options.items() if k != "task"})
+    connect(opts).close()
+
+
+# -- the operator --------------------------------------------------------------------------------
+class Operator:
+    """Prompts on `out`, answers read line by line from the file descriptor of `inp`.
+
+    Reading the descriptor directly (not through Python's buffered stdin) lets `stop_requested`
+    poll for an Enter between control steps without swallowing later answers.
+    """
+
+    def __init__(self, inp: TextIO | None = None, out: TextIO | None = None):
+        self.inp = inp or sys.stdin
+        self.out = out or sys.stdout
+        self._buf = b""
+        self._eof = False
+
+    def say(self, text: str) -> None:
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def _fill(self, timeout: float | None) -> None:
+        fd = self.inp.fileno()
+        if self._eof:
+            return
+        ready, _, _ = select.select([fd], [], [], timeout)
+        if ready:
+            chunk = os.read(fd, 4096)
+            if chunk:
+                self._buf += chunk
+            else:
+                self._eof = True
+
+    def _line(self) -> str | None:
+        if b"\n" in self._buf:
+            line, self._buf = self._buf.split(b"\n", 1)
+            return line.decode(errors="replace").strip()
+        return None
+
+    def read_line(self) -> str:
+        while True:
+            line = self._line()
+            if line is not None:
+                return line
+            if self._eof:
+                raise OperatorAbort("the operator's input ended")
+            self._fill(None)
+
+    def ask(self, prompt: str, parse: Callable[[str], Any]) -> Any:
+        """Ask until `parse` accepts the answer (it raises ValueError with the valid answers)."""
+        while True:
+            self.say(prompt)
+            answer = self.read_line()
+            try:
+                return parse(answer)
+            except ValueError as e:
+                self.say(f"  not understood: {answer!r}; {e}")
+
+    def stop_requested(self) -> bool:
+        """True if the operator pressed Enter since the last call (never blocks)."""
+        self._fill(0)
+        return self._line() is not None
+
+    def discard_pending(self) -> None:
+        """Forget keys pressed before a prompt (e.g. an Enter after an episode already ended)."""
+        self._fill(0)
+        self._buf = b""
+
+
+# -- the env -----------------------------------------------------------------------------------
+class WidowXEnv:
+    """The WidowX robot behind a bridge_data_robot server, driven at a fixed control rate."""
+
+    dummy_action = WIDOWX_DUMMY_ACTION
+
+    def __init__(self, operator: Operator | None = None):
+        self.operator = operator or Operator()
+        self.client: WidowXClient | None = None
+        self._client_for: tuple | None = None
+        self.opts: WidowXOptions | None = None
+        self.info: dict[str, Any] = {}
+        self._episode = ""
+        self._instruction = ""
+        self._cameras: tuple[str, ...] = ()
+        self._video_cameras: tuple[str, ...] = ()
+        self._last: Observation | None = None
+        self._steps = 0
+        self._ticks: list[float] = []
+        self._next_tick: float | None = None
+        self._rtt: dict[str, list[float]] = {"step": [], "obs": []}
+        self._ended_by = ""
+        self._verdict: dict[str, Any] = {}
+        self._want_state = False
+        self._config_hash = ""
+
+    # -- connection ---------------------------------------------------------------------------
+    def _ensure_client(self, opts: WidowXOptions, image_size: int) -> None:
+        key = (opts.robot_host, opts.robot_port, image_size, repr(opts.env_params))
+        if self.client is not None and self._client_for == key:
+            return
+        self._close_client()
+        self.client = connect(opts)
+        self._config_hash = self.client.config_hash
+        status = self.client.init(opts.env_params, image_size, timeout_s=opts.init_timeout_s)
+        if status != WidowXStatus.SUCCESS:
+            self._close_client()
+            raise ProtocolError(f"the robot server could not initialise the robot (status {WidowXStatus.NAMES.get(status, status)}): "
+                                "check the robot computer's server log")
+        self._client_for = key
+
+    def _close_client(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.client = None
+        self._client_for = None
+
+    # -- the Env interface --------------------------------------------------------------------
+    def reset(self, spec) -> Observation:
+        opts = WidowXOptions.from_items(spec.env_options)
+        task = opts.task
+        if not task.get("instruction"):
+            raise UserError(f"suite {spec.suite} gives task {spec.task_id} no instruction: add a task_list entry")
+        for c in spec.cameras + spec.video_cameras:
+            _camera_key(c)  # refuse a camera the robot does not have before anything moves
+        self._cameras, self._video_cameras = tuple(spec.cameras), tuple(spec.video_cameras)
+        self.opts = opts
+        self._episode = spec.key
+        self._instruction = task["instruction"]
+        self.info = {"task": task.get("name", f"task{spec.task_id}"), "instruction": task["instruction"]}
+        self._verdict, self._ended_by = {}, ""
+        self._want_state = spec.state
+
+        op = self.operator
+        op.discard_pending()
+        op.say("")
+        op.say(f"=== {spec.suite} task {spec.task_id} ({self.info['task']}), trial {spec.trial + 1} ===")
+        op.say(f"instruction: {task['instruction']}")
+        if task.get("setup"):
+            op.say(f"setup: {task['setup']}")
+        op.ask("Set up the scene, then press Enter to start (q + Enter ends the session).", _parse_start)
+
+        while True:
+            try:
+                raw = self._reset_arm(opts, spec.camera_size)
+                break
+            except RobotTimeout as e:
+                # The robot computer is down or unreachable: the operator can fix it and retry, or
+                # end the session (resumable), instead of every remaining trial erroring out.
+                self._close_client()
+                op.ask(f"{e}\nPress Enter to retry, or q + Enter to end the session.", _parse_start)
+        op.say(f"running: up to {spec.max_steps} {spec.step_unit.replace('_', ' ')} at {opts.control_hz:g} Hz; "
+               "press Enter to stop the episode early.")
+        self._steps, self._ticks, self._next_tick = 0, [], None
+        self._rtt = {"step": [], "obs": []}
+        self._last = self._observation(raw)
+        return self._last
+
+    def _reset_arm(self, opts: WidowXOptions, image_size: int) -> dict:
+        """Connect if needed, reset the arm, move it to the start pose; returns the first observation."""
+        self._ensure_client(opts, image_size)
+        for what, status in (("reset", lambda: self.client.reset()),
+                             ("move to the start pose", lambda: self.client.move(
+                                 np.asarray(opts.start_pose), duration=opts.move_duration, blocking=True,
+                                 timeout_s=max(opts.timeout_s, 10 * opts.move_duration)))):
+            code = status()
+            if code != WidowXStatus.SUCCESS:
+                raise ProtocolError(f"the robot's {what} failed (status {WidowXStatus.NAMES.get(code, code)})")
+        return self._observe()
+
+    def step(self, action: np.ndarray, render: bool = True) -> StepResult:
+        assert self.client is not None and self.opts is not None, "reset() first"
+        if self.operator.stop_requested():
+            self._ended_by = "operator_stop"
+            return StepResult(self._last, success=False, stop="the operator stopped the episode")
+        self._pace()
+        try:
+            t = time.perf_counter()
+            status = self.client.step_action(np.asarray(action, dtype=np.float64), blocking=self.opts.blocking)
+            self._rtt["step"].append(time.perf_counter() - t)
+            self._steps += 1
+            if status != WidowXStatus.SUCCESS:
+                self._ended_by = "robot_failure"
+                return StepResult(self._last, success=False,
+                                  failure=f"the robot refused step_action (status {WidowXStatus.NAMES.get(status, status)})")
+            if render:
+                self._last = self._observation(self._observe())
+        except RobotTimeout as e:
+            self._ended_by = "connection_lost"
+            self._close_client()  # a fresh connection (and handshake) at the next reset
+            return StepResult(self._last, success=False, failure=str(e))
+        return StepResult(self._last, success=False)
+
+    def judge(self, termination: str) -> bool:
+        """Ask the operator for the outcome; it is the episode's success."""
+        task = self.opts.task if self.opts else {}
+        n = int(task.get("objects", 1) or 1)
+        op = self.operator
+        op.discard_pending()
+        ended = {"step_limit": "the step limit was reached", "operator_stop": "you stopped it"}.get(
+            termination, f"it ended with {termination}")
+        if self._ended_by == "connection_lost":
+            ended += ": the connection to the robot was lost"
+        elif self._ended_by == "robot_failure":
+            ended += ": the robot refused an action"
+        op.say(f"episode over after {self._steps} steps ({ended}).")
+        if n > 1:
+            placed = op.ask(f"How many of the {n} objects were placed as instructed? [0-{n}]", _parse_count(n))
+            success = placed == n
+            self._verdict = {"objects_placed": placed, "objects_total": n, "partial_success": placed / n}
+        else:
+            success = op.ask("Outcome? s = success, f = failure", _parse_outcome)
+            self._verdict = {}
+        self._verdict["operator_outcome"] = "success" if success else "failure"
+        op.say(f"recorded: {self._verdict['operator_outcome']}")
+        return success
+
+    def frame(self, observation: Observation) -> np.ndarray | None:
+        views = [observation.images[c] for c in self._video_cameras if c in observation.images]
+        return views[0] if views else None
+
+    def episode_info(self) -> dict[str, Any]:
+        opts = self.opts
+        task = opts.task if opts else {}
+        info: dict[str, Any] = {k: task[k] for k in ("category", "variant", "objects") if k in task}
+        info.update(self._verdict)
+        info["ended_by"] = self._ended_by or "protocol"
+        if opts is not None:
+            info["robot"] = f"{opts.robot_host}:{opts.robot_port}"
+            info["control_hz"] = opts.control_hz
+        if self._config_hash:
+            info["config_hash"] = self._config_hash  # kept after a lost connection closed the client
+        info.update(pacing_stats(self._ticks, opts.control_hz if opts else 0.0))
+        for name, values in self._rtt.items():
+            if values:
+                info[f"{name}_rtt_ms_mean"] = round(1000 * float(np.mean(values)), 2)
+        return info
+
+    def close(self) -> None:
+        self._close_client()
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _pace(self) -> None:
+        """Sleep until the next control tick. A late step starts at once and the grid restarts from it:
+        the robot never gets two commands less than a period apart to catch up."""
+        period = 1.0 / self.opts.control_hz
+        now = time.perf_counter()
+        if self._next_tick is not None and now < self._next_tick:
+            time.sleep(self._next_tick - now)
+            now = time.perf_counter()
+        self._ticks.append(now)
+        # Keep to the tick grid (sleep overshoot does not accumulate into drift); a step more than
+        # 10% of a period late starts a new grid.
+        on_grid = self._next_tick is not None and now - self._next_tick < 0.1 * period
+        self._next_tick = self._next_tick + period if on_grid else now + period
+
+    def _observe(self) -> dict:
+        t = time.perf_counter()
+        raw = self.client.get_observation()
+        self._rtt["obs"].append(time.perf_counter() - t)
+        return raw
+
+    def _observation(self, raw: dict) -> Observation:
+        images = {}
+        # Images go under the names the policy and video asked for (e.g. `agentview`).
+        for name in dict.fromkeys(self._cameras + self._video_cameras):
+            key = CAMERA_KEYS[name]
+            img = raw.get(key)
+            if img is None:
+                raise ProtocolError(f"the robot's observation has no {key!r} image (keys: {', '.join(map(str, raw))}): "
+                                    "check the server's camera_topics")
+            img = np.asarray(img)
+            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+                raise ProtocolError(f"the robot's {key!r} is {img.dtype} {img.shape}, expected an HxWx3 uint8 image")
+            images[name] = img
+        # Proprioception only for policies that ask for state (NORA uses the image and instruction).
+        state = {"state": np.asarray(raw["state"])} if self._want_state and "state" in raw else None
+        return Observation(instruction=self._instruction, episode=self._episode, images=images, state=state)
+
+
+def pacing_stats(ticks: list[float], target_hz: float) -> dict[str, Any]:
+    """Achieved control rate and jitter of the step start times (seconds, monotonic clock)."""
+    if len(ticks) < 2 or target_hz <= 0:
+        return {"achieved_hz": None, "jitter_ms_std": None, "jitter_ms_max": None, "late_steps": 0}
+    intervals = np.diff(ticks)
+    period = 1.0 / target_hz
+    dev = intervals - period
+    return {"achieved_hz": round(float(len(intervals) / (ticks[-1] - ticks[0])), 3),
+            "jitter_ms_std": round(1000 * float(np.std(intervals)), 3),
+            "jitter_ms_max": round(1000 * float(np.max(np.abs(dev))), 3),
+            # A step that started more than 10% of a period late (the policy or robot was too slow).
+            "late_steps": int(np.sum(dev > 0.1 * period))}
+
+
+def _camera_key(name: str) -> str:
+    if name not in CAMERA_KEYS:
+        raise UserError(f"the WidowX server sends one third-person camera: ask for 'agentview' (or 'full_image'), "
+                        f"not {name!r}")
+    return CAMERA_KEYS[name]
+
+
+def _parse_start(answer: str) -> None:
+    if answer.lower() in ("q", "quit"):
+        raise OperatorAbort("the operator ended the session")
+    if answer:
+        raise ValueError("press Enter to start, or q + Enter to end the session")
+
+
+def _parse_outcome(answer: str) -> bool:
+    a = answer.lower()
+    if a in ("s", "success", "y", "yes"):
+        return True
+    if a in ("f", "failure", "fail", "n", "no"):
+        return False
+    if a in ("q", "quit"):
+        raise OperatorAbort("the operator ended the session")
+    raise ValueError("answer s (success) or f (failure)")
+
+
+def _parse_count(n: int) -> Callable[[str], int]:
+    def parse(answer: str) -> int:
+        if answer.lower() in ("q", "quit"):
+            raise OperatorAbort("the operator ended the session")
+        if answer.isdigit() and 0 <= int(answer) <= n:
+            return int(answer)
+        raise ValueError(f"answer a number from 0 to {n}")
+    return parse

@@ -1,0 +1,505 @@
+"""The real-WidowX adapter against the stand-in robot server, a separate process speaking the
+bridge_data_robot wire protocol on loopback; operator answers go through the CLI's real stdin."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import queue
+import re
+import select
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import lz4.frame
+import numpy as np
+import pytest
+import yaml
+
+from nora_bench import UserError
+from nora_bench.config import load_suite
+from nora_bench.envs.widowx import Operator, WidowXEnv, pacing_stats
+from nora_bench.envs.widowx_protocol import (ConfigMismatch, ForbiddenPickle, ProtocolError, WidowXClient,
+                                             WidowXStatus, decode, encode, widowx_config)
+from nora_bench.episode import EpisodeResult, EpisodeSpec
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), COLUMNS="200",
+           MUJOCO_GL=os.environ.get("MUJOCO_GL", "egl"), PYOPENGL_PLATFORM=os.environ.get("PYOPENGL_PLATFORM", "egl"))
+CLI = [sys.executable, "-m", "nora_bench.cli"]
+
+
+# -- helpers -------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Process:
+    """A child process whose output lines are read by a thread, so a test can wait for a prompt."""
+
+    def __init__(self, args: list[str], stdin: bool = False):
+        self.proc = subprocess.Popen(args, env=ENV, cwd=REPO, text=True, bufsize=1, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL)
+        self.lines: list[str] = []
+        self._q: queue.Queue = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self._q.put(line.rstrip("\n"))
+        self._q.put(None)
+
+    def expect(self, text: str, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self._q.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"no line with {text!r} within {timeout} s; output so far:\n" + "\n".join(self.lines))
+            if line is None:
+                raise AssertionError(f"process ended before {text!r}; output:\n" + "\n".join(self.lines))
+            self.lines.append(line)
+            if text in line:
+                return line
+
+    def send(self, text: str) -> None:
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float = 120) -> tuple[int, str]:
+        try:
+            rc = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop()
+            raise
+        while True:
+            line = self._q.get(timeout=10)
+            if line is None:
+                break
+            self.lines.append(line)
+        return rc, "\n".join(self.lines)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def start_server(*options: str) -> tuple[Process, int]:
+    port = free_port()
+    server = Process([*CLI, "widowx-sim-server", "--port", str(port), *options])
+    server.expect("listening on tcp://127.0.0.1", timeout=60)
+    return server, port
+
+
+@pytest.fixture
+def sim_server():
+    servers = []
+
+    def start(*options: str) -> int:
+        server, port = start_server(*options)
+        servers.append(server)
+        return port
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+def quick_suite(tmp_path: Path, **env_options) -> str:
+    """widowx_real with short request timeouts (a lost connection shows in 1 s, not 5)."""
+    data = yaml.safe_load((REPO / "suites" / "widowx_real.yaml").read_text())
+    data["env_options"].update(env_options)
+    path = tmp_path / "widowx_quick.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def run_args(suite: str, port: int, out: Path, *extra: str) -> list[str]:
+    return [*CLI, "run", suite, "--policy", "random", "--robot-host", "127.0.0.1", "--robot-port", str(port),
+            "--out", str(out), *extra]
+
+
+def records(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
+
+
+# -- the wire protocol ---------------------------------------------------------------------------
+def observation_like_the_robot() -> dict:
+    rng = np.random.default_rng(0)
+    return {"full_image": rng.integers(0, 255, (48, 64, 3), dtype=np.uint8),
+            "image": rng.random(3 * 16 * 16, dtype=np.float32), "state": np.arange(7, dtype=np.float64),
+            "env_done": False, "t": np.float32(0.5), "keys": {"image", "state"}, "nested": [1, 2.5, "x", (3, b"y")]}
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_restricted_unpickler_admits_what_the_protocol_carries(protocol):
+    msg = observation_like_the_robot()
+    got = decode(lz4.frame.compress(pickle.dumps(msg, protocol=protocol)))
+    assert set(got) == set(msg)
+    for k in ("full_image", "image", "state"):
+        assert got[k].dtype == msg[k].dtype and np.array_equal(got[k], msg[k])
+    assert got["t"] == np.float32(0.5) and got["keys"] == {"image", "state"} and got["nested"] == msg["nested"]
+    assert decode(encode(msg))["env_done"] is False
+
+
+class _Opens:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+class _Runs:
+    def __reduce__(self):
+        return (os.system, ("true",))
+
+
+def test_restricted_unpickler_refuses_code(tmp_path):
+    target = tmp_path / "created-by-unpickling"
+    with pytest.raises(ForbiddenPickle, match=r"(io|builtins)\.open.*never carries"):
+        decode(lz4.frame.compress(pickle.dumps({"payload": _Opens(str(target))})))
+    assert not target.exists()
+    with pytest.raises(ForbiddenPickle, match=r"(posix|os)\.system"):
+        decode(lz4.frame.compress(pickle.dumps([_Runs()])))
+    with pytest.raises(ForbiddenPickle, match="array of Python objects"):
+        decode(encode({"a": np.array([1, "two"], dtype=object)}))
+    with pytest.raises(ProtocolError, match="not lz4-frame data"):
+        decode(pickle.dumps({"type": "hash"}))
+
+
+def test_config_json_is_bridge_data_robots():
+    # The handshake compares this JSON byte for byte with the server's: field order and separators matter.
+    assert widowx_config(5556).to_json() == (
+        '{"port_number":5556,"action_keys":["init","move","gripper","reset","step_action","reboot_motor"],'
+        '"observation_keys":["image","state","full_image"],"broadcast_port":5557,"version":"0.0.1"}')
+    assert widowx_config(5556).digest() != widowx_config(5556, version="0.0.2").digest()
+
+
+def test_pacing_stats():
+    ticks = [0.0, 0.2, 0.4, 0.65, 0.8]  # one step 50 ms late, the next back on the grid
+    s = pacing_stats(ticks, 5.0)
+    assert s["achieved_hz"] == pytest.approx(4 / 0.8)
+    assert s["jitter_ms_max"] == pytest.approx(50.0)
+    assert s["late_steps"] == 1
+    assert pacing_stats([0.0], 5.0)["achieved_hz"] is None
+
+
+def test_widowx_real_suite_has_the_papers_categories(tmp_path):
+    s = load_suite("widowx_real")
+    assert s.env == "widowx" and s.trials == 10 and s.max_steps == 200 and s.num_steps_wait == 0
+    assert s.env_options["control_hz"] == 5.0
+    assert len(s.task_list) == s.num_tasks
+    assert {t["category"] for t in s.task_list} == {"ood_object_grasping", "spatial_reasoning",
+                                                    "multi_object_pick_place", "distractors"}
+    assert all(t["instruction"] for t in s.task_list)
+    assert {t["objects"] for t in s.task_list if t["category"] == "multi_object_pick_place"} == {2}
+    data = yaml.safe_load((REPO / "suites" / "widowx_real.yaml").read_text())
+    data["num_tasks"] = 9
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(UserError, match="num_tasks is 9 but task_list has 8"):
+        load_suite(str(bad))
+
+
+# -- against the stand-in server -----------------------------------------------------------------
+def test_client_drives_the_stand_in_arm(sim_server):
+    port = sim_server()
+    client = WidowXClient("127.0.0.1", port, timeout_s=10)
+    try:
+        assert client.init({}, image_size=64) == WidowXStatus.SUCCESS
+        assert client.reset() == WidowXStatus.SUCCESS
+        start = client.get_observation()["state"]
+        for _ in range(3):
+            assert client.step_action(np.array([0.01, -0.02, 0.005, 0, 0, 0.1, 0.0])) == WidowXStatus.SUCCESS
+        obs = client.get_observation()
+        # The end effector integrated the deltas; the gripper closed.
+        np.testing.assert_allclose(obs["state"][:3], start[:3] + 3 * np.array([0.01, -0.02, 0.005]), atol=1e-9)
+        assert obs["state"][5] == pytest.approx(0.3) and obs["state"][6] == 0.0
+        assert obs["full_image"].shape == (480, 640, 3) and obs["full_image"].dtype == np.uint8
+        assert obs["image"].shape == (3 * 64 * 64,)
+        # A move far outside the workspace is clipped to it.
+        client.move(np.array([2.0, 0, 0.1, 0, 0, 0]), blocking=True)
+        assert client.get_observation()["state"][0] == pytest.approx(0.45)
+    finally:
+        client.close()
+
+
+class ScriptedOperator(Operator):
+    """Answers Enter to every prompt (the real-stdin operator is tested through the CLI below)."""
+
+    def __init__(self):
+        super().__init__(out=open(os.devnull, "w"))
+
+    def ask(self, prompt, parse):
+        return parse("")
+
+    def stop_requested(self) -> bool:
+        return False
+
+    def discard_pending(self) -> None:
+        pass
+
+
+def test_env_serves_the_policy_the_robot_camera_under_its_name(sim_server):
+    port = sim_server()
+    env = WidowXEnv(ScriptedOperator())
+    spec = EpisodeSpec(suite="widowx_real", task_id=0, trial=0, init_state=0, seed=0, max_steps=3, env="widowx",
+                       num_steps_wait=0, cameras=("agentview",), video_cameras=("agentview",),
+                       env_options=(("robot_host", "127.0.0.1"), ("robot_port", port),
+                                    ("task", {"name": "t", "instruction": "put the carrot in pot"})))
+    try:
+        obs = env.reset(spec)
+        assert obs.instruction == "put the carrot in pot" and obs.episode == spec.key
+        assert set(obs.images) == {"agentview"} and obs.images["agentview"].shape == (480, 640, 3)
+        assert obs.state is None  # proprioception only for policies that ask for it
+        r = env.step(np.array([0.02, 0, 0, 0, 0, 0, 1.0]))
+        assert r.failure is None and r.stop is None and not r.success
+        assert env.frame(r.observation) is r.observation.images["agentview"]
+        assert not np.array_equal(r.observation.images["agentview"], obs.images["agentview"])  # the arm moved
+        with pytest.raises(UserError, match="one third-person camera"):
+            env.reset(dataclasses.replace(spec, cameras=("wrist",)))
+    finally:
+        env.close()
+
+
+def test_server_with_another_config_hash_is_refused(sim_server, tmp_path):
+    port = sim_server("--config-version", "9.9.9")
+    with pytest.raises(ConfigMismatch, match="another protocol config"):
+        WidowXClient("127.0.0.1", port, timeout_s=10)
+    out = tmp_path / "run"
+    p = Process(run_args("widowx_real", port, out, "--tasks", "0", "--trials", "1"))
+    rc, text = p.finish()
+    assert rc == 2, text
+    assert "speaks another protocol config" in text and '"version":"9.9.9"' in text
+    assert not (out / "episodes.jsonl").exists()
+
+
+def test_server_sending_a_forbidden_pickle_is_refused(sim_server, tmp_path):
+    target = tmp_path / "the-server-made-me-do-it"
+    port = sim_server("--forbidden-pickle", str(target))
+    p = Process(run_args("widowx_real", port, tmp_path / "run", "--tasks", "0", "--trials", "1"))
+    rc, text = p.finish()
+    assert rc == 2, text
+    assert re.search(r"refused a message from the robot server: it pickles (io|builtins)\.open", text), text
+    assert not target.exists()
+
+
+def test_run_needs_a_robot_host_and_libero_refuses_one(tmp_path):
+    p = Process([*CLI, "run", "widowx_real", "--tasks", "0", "--trials", "1", "--out", str(tmp_path / "a")])
+    rc, text = p.finish()
+    assert rc == 2 and "pass --robot-host HOST" in text, text
+    p = Process([*CLI, "run", "libero_spatial", "--robot-host", "127.0.0.1", "--out", str(tmp_path / "b")])
+    rc, text = p.finish()
+    assert rc == 2 and "apply to real-robot suites" in text, text
+
+
+def test_widowx_real_task_end_to_end(sim_server, tmp_path):
+    """A whole multi-object task (2 trials, 10 steps at 5 Hz) with the operator on stdin: one trial
+    runs to the step limit and gets partial credit, the other is stopped early by Enter and judged
+    a success. The run folder holds the same records, table and videos as a LIBERO run."""
+    port = sim_server()
+    out = tmp_path / "run"
+    p = Process(run_args("widowx_real", port, out, "--tasks", "4", "--trials", "2", "--max-steps", "10",
+                         "--chunk-exec", "first"), stdin=True)
+    try:
+        p.expect("instruction: put the red bottle and the hamburger in the pot")
+        p.expect("press Enter to start")
+        p.send("")
+        p.expect("How many of the 2 objects were placed as instructed? [0-2]")
+        p.send("maybe")
+        p.expect("not understood: 'maybe'; answer a number from 0 to 2")
+        p.send("1")
+        p.expect("recorded: failure")
+        p.expect("trial 2 ===")
+        p.expect("press Enter to start")
+        p.send("")
+        p.expect("press Enter to stop the episode early")
+        time.sleep(0.7)  # a few control steps
+        p.send("")
+        line = p.expect("episode over after")
+        assert "you stopped it" in line
+        p.send("2")
+        p.expect("recorded: success")
+        rc, text = p.finish()
+    finally:
+        p.stop()
+    assert rc == 0, text
+    assert "Success per task" in text and "red_bottle_and_hamburger_in_pot" in text
+
+    recs = records(out)
+    assert [r["trial"] for r in recs] == [0, 1]
+    assert set(recs[0]) == set(EpisodeResult.__dataclass_fields__)  # the LIBERO record schema
+    first, second = recs
+    assert first["success"] is False and first["termination"] == "step_limit" and first["env_steps"] == 10
+    assert first["env_info"]["objects_placed"] == 1 and first["env_info"]["partial_success"] == 0.5
+    assert second["success"] is True and second["termination"] == "success"
+    assert second["env_info"]["ended_by"] == "operator_stop" and 0 < second["env_steps"] < 10
+    for r in recs:
+        info = r["env_info"]
+        assert info["category"] == "multi_object_pick_place" and info["robot"] == f"127.0.0.1:{port}"
+        assert info["config_hash"] == widowx_config(port).digest()
+        assert info["control_hz"] == 5.0
+        # Paced at 5 Hz by the harness: never faster, and on target unless a step ran late (a slow
+        # render on a loaded machine), which is then counted.
+        assert 0 < info["achieved_hz"] <= 5.05, info
+        if info["late_steps"] == 0:
+            assert info["achieved_hz"] == pytest.approx(5.0, rel=0.03), info
+        assert info["jitter_ms_max"] is not None
+        assert r["instruction"] == "put the red bottle and the hamburger in the pot"
+
+    from nora_bench.results import load, task_table
+    from nora_bench.video import read_frames
+
+    table = task_table(load(out))
+    row = table.iloc[0]
+    assert (row["episodes"], row["successes"], row["errored"], row["success_rate"]) == (2, 1, 0, 0.5)
+    import imageio.v2 as imageio
+
+    for r in recs:
+        frames = read_frames(str(out / r["video"]))
+        assert frames.shape[1:] == (480, 640, 3) and len(frames) == r["env_steps"] + 1
+        with imageio.get_reader(str(out / r["video"])) as reader:
+            assert reader.get_meta_data()["fps"] == 5.0  # plays in real time at the control rate
+    # The arm moved: the last frame of the full episode differs from its first.
+    frames = read_frames(str(out / first["video"]))
+    assert np.abs(frames[-1].astype(int) - frames[0].astype(int)).mean() > 0.5
+
+    p = Process([*CLI, "table", str(out)])
+    rc, text = p.finish()
+    assert rc == 0 and "50.0%" in text, text
+
+
+def test_interrupted_session_resumes_at_the_next_trial(sim_server, tmp_path):
+    port = sim_server()
+    out = tmp_path / "run"
+    args = run_args("widowx_real", port, out, "--tasks", "1", "--trials", "2", "--max-steps", "3")
+    p = Process(args, stdin=True)
+    try:
+        p.expect("trial 1 ===")
+        p.expect("press Enter to start")
+        p.send("")
+        p.expect("Outcome? s = success, f = failure")
+        p.send("s")
+        p.expect("trial 2 ===")
+        p.expect("press Enter to start")
+        p.send("q")
+        rc, text = p.finish()
+    finally:
+        p.stop()
+    assert rc == 2 and "run the same command again to resume" in text, text
+    assert [r["trial"] for r in records(out)] == [0]
+
+    p = Process(args, stdin=True)
+    try:
+        p.expect("(resuming: 1 done)")
+        line = p.expect("===")
+        assert "trial 2 ===" in line  # trial 1 is not asked again
+        p.expect("press Enter to start")
+        p.send("")
+        p.expect("Outcome?")
+        p.send("f")
+        rc, text = p.finish()
+    finally:
+        p.stop()
+    assert rc == 0, text
+    recs = records(out)
+    assert [(r["trial"], r["success"]) for r in recs] == [(0, True), (1, False)]
+
+
+def test_lost_connection_ends_the_episode_with_its_reason(sim_server, tmp_path):
+    port = sim_server("--die-after-steps", "4")
+    out = tmp_path / "run"
+    p = Process(run_args(quick_suite(tmp_path, timeout_s=1.0), port, out, "--tasks", "0", "--trials", "2",
+                         "--max-steps", "20"), stdin=True)
+    try:
+        p.expect("press Enter to start")
+        p.send("")
+        line = p.expect("episode over after")
+        assert "env_failure: the connection to the robot was lost" in line
+        p.expect("Outcome?")
+        p.send("f")
+        # The next trial cannot reach the robot: the operator may retry or end the session.
+        p.expect("trial 2 ===")
+        p.expect("press Enter to start")
+        p.send("")
+        p.expect("did not answer 'hash' within 1 s")
+        p.expect("Press Enter to retry")
+        p.send("")
+        p.expect("Press Enter to retry")
+        p.send("q")
+        rc, text = p.finish()
+    finally:
+        p.stop()
+    assert rc == 2 and "run the same command again to resume" in text, text
+    (r,) = records(out)
+    assert r["termination"] == "env_failure" and r["success"] is False
+    assert "did not answer 'step_action' within 1 s" in r["error"]
+    assert r["env_info"]["ended_by"] == "connection_lost" and r["env_steps"] == 4
+    assert r["env_info"]["config_hash"] == widowx_config(port).digest()
+    assert r["video"] and (out / r["video"]).is_file()  # what was recorded before the loss is kept
+
+
+def test_unreachable_robot_is_a_clear_error(tmp_path):
+    port = free_port()  # nothing listens there
+    p = Process(run_args(quick_suite(tmp_path, timeout_s=1.0), port, tmp_path / "run", "--tasks", "0"))
+    rc, text = p.finish()
+    assert rc == 2, text
+    assert f"the robot server at tcp://127.0.0.1:{port} did not answer 'hash' within 1 s" in text
+
+
+def test_operator_on_a_real_terminal(sim_server, tmp_path):
+    """The same prompts on a pseudo-terminal: the terminal's Enter (carriage return) starts the
+    episode, stops it early, and answers the outcome."""
+    import pty
+
+    port = sim_server()
+    out = tmp_path / "run"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(run_args("widowx_real", port, out, "--tasks", "0", "--trials", "1", "--max-steps", "50"),
+                            env=ENV, cwd=REPO, stdin=slave, stdout=slave, stderr=slave, close_fds=True)
+    os.close(slave)
+    seen = b""
+
+    def wait_for(text: str, timeout: float = 60) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + timeout
+        while text.encode() not in seen:
+            assert time.monotonic() < deadline, f"no {text!r} on the terminal:\n{seen.decode(errors='replace')}"
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(master, 4096)
+                except OSError:  # the child closed the terminal
+                    assert text.encode() in seen, seen.decode(errors="replace")
+
+    try:
+        wait_for("press Enter to start")
+        os.write(master, b"\r")
+        wait_for("press Enter to stop the episode early")
+        time.sleep(0.8)
+        os.write(master, b"\r")
+        wait_for("Outcome?")
+        os.write(master, b"s\r")
+        wait_for("records:")
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    (r,) = records(out)
+    assert r["success"] is True and r["termination"] == "success"
+    assert r["env_info"]["ended_by"] == "operator_stop" and 0 < r["env_steps"] < 50
