@@ -350,16 +350,19 @@ def test_widowx_real_task_end_to_end(sim_server, tmp_path):
     assert second["env_info"]["ended_by"] == "operator_stop" and 0 < second["env_steps"] < 10
     for r in recs:
         info = r["env_info"]
+        assert r["instruction"] == "put the red bottle and the hamburger in the pot"
         assert info["category"] == "multi_object_pick_place" and info["robot"] == f"127.0.0.1:{port}"
         assert info["config_hash"] == widowx_config(port).digest()
         assert info["control_hz"] == 5.0
         # Paced at 5 Hz by the harness: never faster, and on target unless a step ran late (a slow
         # render on a loaded machine), which is then counted.
+        if r["env_steps"] < 2:  # an operator stop on a loaded machine can come after one step: no rate yet
+            assert info["achieved_hz"] is None and info["jitter_ms_max"] is None
+            continue
         assert 0 < info["achieved_hz"] <= 5.05, info
         if info["late_steps"] == 0:
             assert info["achieved_hz"] == pytest.approx(5.0, rel=0.03), info
         assert info["jitter_ms_max"] is not None
-        assert r["instruction"] == "put the red bottle and the hamburger in the pot"
 
     from nora_bench.results import load, task_table
     from nora_bench.video import read_frames
