@@ -140,9 +140,11 @@ def run(
     """Evaluate a policy on a suite and print its success table."""
     from nora_bench.results import load
     from nora_bench.run.rundir import RunDir
-    from nora_bench.run.scheduler import ExecOptions, Scheduler
+    from nora_bench.run.scheduler import ExecOptions, Scheduler, expand
 
     try:
+        if policy_replicas < 1 or max_batch < 1 or max_wait_ms < 0 or policy_gpus < 0:
+            raise UserError("--policy-replicas and --max-batch must be >= 1, --max-wait-ms and --policy-gpus >= 0")
         config = resolve_config(suite, policy, tasks, trials, seed, chunk_exec, max_steps, step_unit, distractors,
                                 video, video_wrist, video_frames)
         # Model overrides go into the policy preset (recorded in config.yaml); then fail fast on missing files.
@@ -162,12 +164,10 @@ def run(
         operator = apply_robot_options(config, robot_host, robot_port)
         rd = RunDir(out)
         total = len(config.tasks) * len(config.trials)
-        already = len(rd.done_keys() & {f"{config.suite['name']}/task{t:03d}/trial{i:02d}" for t in config.tasks for i in config.trials}) if rd.exists() else 0
+        already = len(rd.done_keys() & {spec.key for spec in expand(config)}) if rd.exists() else 0
         console.print(f"[bold]{config.suite['name']}[/] x [bold]{config.policy['name']}[/]: {len(config.tasks)} task(s) x "
                       f"{len(config.trials)} trial(s) = {total} episodes, limit {config.max_steps} {config.step_unit}, "
                       f"chunk rule {config.chunk_exec} -> {out}" + (f" (resuming: {already} done)" if already else ""))
-        if policy_replicas < 1 or max_batch < 1 or max_wait_ms < 0 or policy_gpus < 0:
-            raise UserError("--policy-replicas and --max-batch must be >= 1, --max-wait-ms and --policy-gpus >= 0")
         options = ExecOptions(workers=workers, ray_address=ray_address, max_attempts=max_attempts, verbose=verbose,
                               policy_mode=policy_mode, policy_replicas=policy_replicas, policy_gpus=policy_gpus,
                               max_batch_size=max_batch, max_wait_ms=max_wait_ms, render_threads=render_threads)
