@@ -1,0 +1,438 @@
+"""Skills of the scripted LIBERO expert: motions written as generators over simulator state.
+
+A skill is a generator that yields one 7-D action at a time and reads the newest state from
+`Planner.s` when resumed. Positions are world metres; the OSC_POSE controller maps an action of
+1 to 5 cm / 0.5 rad of goal displacement, so `(target - pos) * 20` asks for the target itself.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+from scipy.spatial.transform import Rotation
+
+OPEN, CLOSE = -1.0, 1.0
+POS_GAIN = 20.0  # 1 / 0.05 m: an action of err*20 puts the controller's goal on the target
+ROT_GAIN = 2.0  # 1 / 0.5 rad
+DOWN = np.diag([1.0, -1.0, -1.0])  # top-down hand, fingers closing along world y
+GRIPPER_MAX = 0.075  # widest object the fingers take (m)
+CLEAR = 0.03  # clearance above obstacles while carrying (m)
+HOLD_MIN_QPOS = 0.0025  # finger joint above this when closed: something is between the fingers
+
+Action = np.ndarray
+
+
+def down_rot(yaw: float, tilt: float = 0.0) -> np.ndarray:
+    """Top-down hand turned by `yaw` about z, tilted by `tilt` about world x (fingers toward -y for tilt<0)."""
+    return Rotation.from_euler("x", tilt).as_matrix() @ Rotation.from_euler("z", yaw).as_matrix() @ DOWN
+
+
+def closing_axis(rot: np.ndarray) -> np.ndarray:
+    return rot[:, 1]
+
+
+class Unsupported(Exception):
+    """A goal the expert has no skill for; the episode stops with this reason."""
+
+
+class Planner:
+    """Turns the goal of one episode into a sequence of skills and runs them step by step."""
+
+    def __init__(self, seed: int, max_grasp_attempts: int = 3):
+        self.rng = np.random.default_rng(seed)
+        self.max_grasp_attempts = max_grasp_attempts
+        self.s: dict = {}
+        self._gen: Iterator[Action] | None = None
+        self.log: list[str] = []
+
+    # -- entry point --------------------------------------------------------------------------
+    def step(self, state: dict) -> tuple[Action, str | None]:
+        self.s = state
+        if self._gen is None:
+            self._gen = self._main()
+        try:
+            action = next(self._gen)
+        except Unsupported as e:
+            return np.zeros(7), f"unsupported: {e}"
+        except StopIteration:
+            return self.hold(OPEN), None
+        return np.asarray(action, dtype=float), None
+
+    def _main(self) -> Iterator[Action]:
+        goal = self.s["goal"]
+        skills = [self._skill_for(p) for p in goal]  # raises Unsupported before any motion
+        order = sorted(range(len(goal)), key=lambda i: _ORDER[goal[i][0]])
+        for _round in range(3):
+            for i in order:
+                if self.s["goal_status"][i] and goal[i][0] not in ("in", "on"):
+                    continue
+                if self.s["goal_status"][i]:
+                    continue
+                yield from skills[i]()
+            if all(self.s["goal_status"]):
+                break
+        while True:  # all done (the env ends the episode on success) or out of ideas: wait
+            yield from self.retreat()
+            yield self.hold(OPEN)
+
+    def _skill_for(self, pred: list[str]):
+        kind = pred[0]
+        if kind in ("on", "in") and len(pred) == 3:
+            obj, target = pred[1], pred[2]
+            if obj not in self.s["bodies"] or self.s["bodies"][obj]["fixture"]:
+                raise Unsupported(f"{kind}({obj}, {target}): {obj} is not a movable object")
+            if "plate" in obj and target in self.s["sites"] and self.s["sites"][target]["parent"] is None:
+                return lambda: self.push_to(obj, target)
+            return lambda: self.pick_place(obj, target, kind)
+        if kind == "open" and self._slide_joint(pred[1]):
+            return lambda: self.slide(pred[1], opening=True)
+        if kind == "close" and self._slide_joint(pred[1]):
+            return lambda: self.slide(pred[1], opening=False)
+        if kind == "turnon" and self._hinge_joint(pred[1]):
+            return lambda: self.turn_knob(pred[1])
+        raise Unsupported(f"no skill for goal predicate {' '.join(pred)}")
+
+    # -- state helpers ------------------------------------------------------------------------
+    @property
+    def eef(self) -> np.ndarray:
+        return self.s["eef_pos"]
+
+    def rot(self) -> np.ndarray:
+        return Rotation.from_quat(self.s["eef_quat"]).as_matrix()
+
+    def body(self, name: str) -> dict:
+        return self.s["bodies"][name]
+
+    def finger(self) -> float:
+        return float(abs(self.s["gripper_qpos"][0]))
+
+    def _slide_joint(self, region: str) -> str | None:
+        site = self.s["sites"].get(region)
+        names = site["joints"] if site else []
+        names = [j for j in names if j in self.s["joints"] and self.s["joints"][j]["type"] == "slide"]
+        return names[0] if names else None
+
+    def _hinge_joint(self, fixture: str) -> str | None:
+        names = [j for j, v in self.s["joints"].items() if v["body"] == fixture and v["type"] == "hinge"]
+        return names[0] if names else None
+
+    def boxes(self, exclude: tuple[str, ...] = ()) -> np.ndarray:
+        """World boxes (n, 2, 3) of every body but `exclude`; joints' moving parts as their own boxes."""
+        out = []
+        for name, b in self.s["bodies"].items():
+            if name in exclude:
+                continue
+            out.append(b["boxes"])
+        return np.concatenate(out) if out else np.zeros((0, 2, 3))
+
+    # -- primitive motions --------------------------------------------------------------------
+    def action_to(self, target: np.ndarray, rot: np.ndarray, grip: float) -> Action:
+        dp = np.clip((target - self.eef) * POS_GAIN, -1, 1)
+        err = Rotation.from_matrix(rot @ self.rot().T).as_rotvec()
+        dr = np.clip(err * ROT_GAIN, -1, 1)
+        return np.concatenate([dp, dr, [grip]])
+
+    def hold(self, grip: float) -> Action:
+        return np.array([0, 0, 0, 0, 0, 0, grip], dtype=float)
+
+    def move(self, target, rot, grip, tol=0.008, rot_tol=0.08, max_steps=80, speed=1.0) -> Iterator[Action]:
+        """Go to `target` with orientation `rot`; stops when within tolerance or after max_steps."""
+        target = np.asarray(target, dtype=float)
+        for _ in range(max_steps):
+            err = Rotation.from_matrix(rot @ self.rot().T).magnitude()
+            if np.linalg.norm(target - self.eef) < tol and err < rot_tol:
+                return
+            a = self.action_to(target, rot, grip)
+            a[:3] = np.clip(a[:3], -speed, speed)
+            yield a
+
+    def grip(self, grip: float, rot, steps: int = 12) -> Iterator[Action]:
+        here = self.eef.copy()
+        for _ in range(steps):
+            yield self.action_to(here, rot, grip)
+
+    def path(self, target, rot, grip, carried: str | None = None, exclude: tuple[str, ...] = ()) -> Iterator[Action]:
+        """Up to a height that clears every obstacle between here and `target`, across, then down."""
+        start = self.eef.copy()
+        below = 0.0  # how far the carried object reaches below the fingers
+        if carried:
+            below = max(0.0, self.eef[2] - self.body(carried)["lo"][2])
+        skip = exclude + ((carried,) if carried else ())
+        z_clear = corridor_top(self.boxes(skip), start[:2], np.asarray(target)[:2], radius=0.05 if carried else 0.03)
+        z = max(start[2], target[2], z_clear + below + CLEAR + (0.0 if carried else 0.05))
+        z = min(z, 1.40)
+        if z - start[2] > 0.01:
+            yield from self.move([start[0], start[1], z], rot, grip, tol=0.02)
+        yield from self.move([target[0], target[1], z], rot, grip, tol=0.015)
+        yield from self.move(target, rot, grip)
+
+    def retreat(self) -> Iterator[Action]:
+        up = self.eef.copy()
+        up[2] = max(up[2], 1.10) + 0.06
+        yield from self.move(up, self.rot(), OPEN, tol=0.02, max_steps=30)
+
+    # -- grasping -----------------------------------------------------------------------------
+    def grasp_candidates(self, obj: str) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(fingertip point, hand rotation) candidates, best first, avoiding neighbours."""
+        b = self.body(obj)
+        lo, hi = b["lo"], b["hi"]
+        centre = 0.5 * (lo + hi)
+        height = hi[2] - lo[2]
+        neighbours = self.boxes((obj,))
+        cands = []
+        if any(k in obj for k in ("bowl", "mug", "moka", "basket")):
+            # Hollow or handled things: take the rim / wall, closing radially.
+            rx, ry = 0.5 * (hi[:2] - lo[:2])
+            radius = max(0.02, min(rx, ry) - 0.012)
+            depth = min(0.02, 0.3 * height)
+            if "moka" in obj:
+                radius, depth = 0.0, min(0.035, 0.3 * height)
+            for yaw in np.deg2rad(np.arange(-90, 90, 15)):
+                rot = down_rot(yaw)
+                u = closing_axis(rot)
+                for sign in (1, -1):
+                    p = np.array([b["pos"][0], b["pos"][1], hi[2] - depth])
+                    p[:2] += sign * radius * u[:2]
+                    cost = hand_collision(neighbours, p, rot) + 0.02 * abs(yaw) + 0.3 * (p[0] - centre[0])
+                    cands.append((cost, p, rot))
+        else:
+            depth = min(0.045, 0.5 * height)
+            local = b["half_local"]
+            body_rot = Rotation.from_quat(b["quat"][[1, 2, 3, 0]]).as_matrix()
+            for yaw in np.deg2rad(np.arange(-90, 90, 15)):
+                rot = down_rot(yaw)
+                u = closing_axis(rot)
+                width = 2 * float(np.abs(u @ body_rot) @ local)
+                if width > GRIPPER_MAX:
+                    continue
+                p = np.array([centre[0], centre[1], hi[2] - depth])
+                cost = hand_collision(neighbours, p, rot, half_gap=width / 2 + 0.012) + width + 0.01 * abs(yaw)
+                cands.append((cost, p, rot))
+        cands.sort(key=lambda c: c[0])
+        return [(p, r) for _, p, r in cands]
+
+    def holding(self, obj: str, z_before: float) -> bool:
+        b = self.body(obj)
+        lifted = b["pos"][2] - z_before > 0.02
+        near = np.linalg.norm(b["pos"][:2] - self.eef[:2]) < 0.12
+        return lifted and near and self.finger() > HOLD_MIN_QPOS
+
+    def pick(self, obj: str) -> Iterator[Action]:
+        """Grasp and lift `obj`; retries with the next candidate grasp. Returns True when held."""
+        for attempt in range(self.max_grasp_attempts):
+            cands = self.grasp_candidates(obj)
+            if not cands:
+                raise Unsupported(f"no grasp of {obj} fits the gripper")
+            p, rot = cands[min(attempt, len(cands) - 1)] if attempt == 0 else cands[int(self.rng.integers(0, min(4, len(cands))))]
+            z0 = self.body(obj)["pos"][2]
+            above = p + np.array([0, 0, 0.08])
+            yield from self.path(above, rot, OPEN, exclude=(obj,))
+            yield from self.move(p, rot, OPEN, tol=0.006, max_steps=50, speed=0.6)
+            yield from self.grip(CLOSE, rot, steps=12)
+            lift = self.eef.copy()
+            lift[2] += 0.10
+            yield from self.move(lift, rot, CLOSE, tol=0.02, max_steps=30)
+            if self.holding(obj, z0):
+                return True
+            self.log.append(f"grasp {attempt + 1} of {obj} failed")
+            yield from self.grip(OPEN, rot, steps=10)
+            yield from self.retreat()
+        return False
+
+    # -- skills -------------------------------------------------------------------------------
+    def place_target(self, obj: str, target: str, kind: str) -> tuple[np.ndarray, float]:
+        """Where the object's body origin goes (xy) and the height of its bottom at release."""
+        sites, bodies = self.s["sites"], self.s["bodies"]
+        if target in bodies:
+            t = bodies[target]
+            xy = t["pos"][:2].copy()
+            return xy, support_height(self.boxes((obj,)), xy, 0.02) + 0.01
+        site = sites[target]
+        xy = site["pos"][:2].copy()
+        parent = site["parent"]
+        if kind == "in" and parent in bodies and not bodies[parent]["fixture"]:
+            # A container object (basket): let go above the rim.
+            return xy, bodies[parent]["hi"][2] + 0.02
+        return xy, support_height(self.boxes((obj,)), xy, 0.02) + 0.012
+
+    def pick_place(self, obj: str, target: str, kind: str) -> Iterator[Action]:
+        site = self.s["sites"].get(target)
+        if site is not None and site["joints"]:
+            joint = self._slide_joint(target)
+            if joint and not self._is_open(joint):
+                yield from self.slide(target, opening=True)
+        held = yield from self.pick(obj)
+        if not held:
+            return
+        rot = self.rot_snap()
+        for _ in range(2):
+            xy, bottom = self.place_target(obj, target, kind)
+            b = self.body(obj)
+            offset = self.eef - b["pos"]  # keep the grasp: move the object's origin over the target
+            lowest = self.eef[2] - b["lo"][2]
+            goal = np.array([xy[0] + offset[0], xy[1] + offset[1], bottom + lowest])
+            yield from self.path(goal + np.array([0, 0, 0.04]), rot, CLOSE, carried=obj)
+            if not self.holding(obj, -1.0):
+                return  # dropped on the way: the outer loop tries again
+            xy, _ = self.place_target(obj, target, kind)
+            goal[:2] = xy + (self.eef - self.body(obj)["pos"])[:2]
+            yield from self.move(goal, rot, CLOSE, tol=0.008, max_steps=40, speed=0.5)
+            break
+        yield from self.grip(OPEN, rot, steps=10)
+        yield from self.retreat()
+
+    def rot_snap(self) -> np.ndarray:
+        """The current hand rotation (keep the grasp as it is while carrying)."""
+        return self.rot()
+
+    def _is_open(self, joint: str) -> bool:
+        j = self.s["joints"][joint]
+        lo, hi = j["range"]
+        far = lo if abs(lo) > abs(hi) else hi
+        return abs(j["qpos"] - far) < 0.03
+
+    def slide(self, region: str, opening: bool) -> Iterator[Action]:
+        """Open or close a drawer: take the handle and pull, or push the front."""
+        joint = self._slide_joint(region)
+        j = self.s["joints"][joint]
+        lo, hi = j["range"]
+        far = lo if abs(lo) > abs(hi) else hi
+        goal_q = far if opening else 0.0
+        direction = np.asarray(j["axis"]) * np.sign(goal_q - j["qpos"])  # world motion of the drawer
+        boxes = j["boxes"]
+        front_dir = np.asarray(j["axis"]) * np.sign(far)
+        centres = boxes.mean(1)
+        handle = centres[int(np.argmax(centres @ front_dir))]
+        yaw = math.atan2(-front_dir[0], front_dir[1])  # closing axis along the pull direction
+        if opening:
+            # Fingers in from the front and above (tilted), so the hand clears what is above the handle.
+            tilt = -0.7 * np.sign(front_dir[1]) if abs(front_dir[1]) > 0.5 else 0.0
+            rot = down_rot(yaw, tilt)
+            approach = rot[:, 2]  # fingers point along the hand's z axis
+            yield from self.path(handle - 0.08 * approach, rot, OPEN)
+            yield from self.move(handle, rot, OPEN, tol=0.006, max_steps=50, speed=0.5)
+            yield from self.grip(CLOSE, rot, steps=12)
+            dist = abs(goal_q - j["qpos"]) + 0.02
+            target = self.eef + direction * dist
+            for _ in range(80):
+                if self._is_open(joint):
+                    break
+                yield self.action_to(target, rot, CLOSE) * np.r_[0.5 * np.ones(3), np.ones(4)]
+            yield from self.grip(OPEN, rot, steps=10)
+            yield from self.move(self.eef - 0.06 * approach, rot, OPEN, tol=0.02, max_steps=20)
+            yield from self.retreat()
+        else:
+            rot = down_rot(yaw + math.pi / 2)  # thin side of the hand toward the drawer
+            hi = boxes[:, 1, 2].max()
+            start = handle + front_dir * 0.04
+            start[2] = handle[2]
+            yield from self.grip(CLOSE, self.rot(), steps=8)
+            yield from self.path(start, rot, CLOSE)
+            target = handle + direction * (abs(j["qpos"]) + 0.02)
+            target[2] = handle[2]
+            for _ in range(80):
+                q = self.s["joints"][joint]["qpos"]
+                if abs(q) < 0.004:
+                    break
+                yield self.action_to(target, rot, CLOSE)
+            del hi
+            yield from self.move(self.eef + front_dir * 0.05, rot, CLOSE, tol=0.02, max_steps=20)
+            yield from self.retreat()
+
+    def turn_knob(self, fixture: str) -> Iterator[Action]:
+        """Turn a knob (hinge about z) to 'on' by pushing its far side round with closed fingers."""
+        joint = self._hinge_joint(fixture)
+        j = self.s["joints"][joint]
+        axis = np.asarray(j["anchor"])
+        boxes = j["boxes"]
+        top = boxes[:, 1, 2].max()
+        reach = float(np.max(np.linalg.norm(boxes.mean(1)[:, :2] - axis[:2], axis=1))) + 0.012
+        sense = 1.0 if j["range"][1] > abs(j["range"][0]) else -1.0  # on = larger angle
+        spin = float(np.sign(j["axis"][2])) * sense  # world direction of rotation about +z
+        rot = down_rot(0.0)
+        z = top - 0.012
+        yield from self.grip(CLOSE, self.rot(), steps=8)
+        for attempt in range(3):
+            phi0 = -spin * (0.9 + 0.2 * attempt)  # start behind the lever, then sweep round it
+            start = axis[:2] + reach * np.array([math.cos(phi0), math.sin(phi0)])
+            yield from self.path(np.array([start[0], start[1], z + 0.05]), rot, CLOSE)
+            yield from self.move(np.array([start[0], start[1], z]), rot, CLOSE, tol=0.006, max_steps=40, speed=0.5)
+            phi = phi0
+            for _ in range(60):
+                if self.s["joints"][joint]["qpos"] * sense >= 0.7:
+                    break
+                phi += spin * 0.06
+                p = axis[:2] + reach * np.array([math.cos(phi), math.sin(phi)])
+                yield self.action_to(np.array([p[0], p[1], z]), rot, CLOSE)
+            yield from self.retreat()
+            if self.s["joints"][joint]["qpos"] * sense >= 0.5:
+                return
+
+    def push_to(self, obj: str, region: str) -> Iterator[Action]:
+        """Push a flat object (a plate) across the table until its centre is in the region."""
+        site = self.s["sites"][region]
+        rot = down_rot(math.pi / 2)
+        yield from self.grip(CLOSE, self.rot(), steps=8)
+        for attempt in range(4):
+            b = self.body(obj)
+            goal = site["pos"][:2]
+            d = goal - b["pos"][:2]
+            if np.linalg.norm(d) < 0.015:
+                return
+            u = d / np.linalg.norm(d)
+            radius = 0.5 * float(np.max(b["hi"][:2] - b["lo"][:2]))
+            z = b["hi"][2] - 0.005
+            start = b["pos"][:2] - u * (radius + 0.03)
+            yield from self.path(np.array([start[0], start[1], z + 0.06]), rot, CLOSE, exclude=(obj,))
+            yield from self.move(np.array([start[0], start[1], z]), rot, CLOSE, tol=0.006, max_steps=40, speed=0.5)
+            for _ in range(120):
+                b = self.body(obj)
+                d = goal - b["pos"][:2]
+                if np.linalg.norm(d) < 0.012:
+                    break
+                push = b["pos"][:2] - u * (radius + 0.005) + d
+                yield self.action_to(np.array([push[0], push[1], z]), rot, CLOSE) * np.r_[0.4 * np.ones(3), np.ones(4)]
+            yield from self.retreat()
+
+
+_ORDER = {"open": 0, "turnon": 1, "in": 2, "on": 2, "close": 3}
+
+
+# -- geometry helpers ---------------------------------------------------------------------------
+def corridor_top(boxes: np.ndarray, a: np.ndarray, b: np.ndarray, radius: float) -> float:
+    """Highest box top whose xy footprint comes within `radius` of the segment a-b."""
+    if len(boxes) == 0:
+        return 0.0
+    n = max(2, int(np.linalg.norm(b - a) / 0.01) + 1)
+    pts = a[None, :] + np.linspace(0, 1, n)[:, None] * (b - a)[None, :]
+    lo = boxes[:, 0, :2] - radius
+    hi = boxes[:, 1, :2] + radius
+    hit = ((pts[:, None, :] >= lo[None]) & (pts[:, None, :] <= hi[None])).all(-1).any(0)
+    return float(boxes[hit, 1, 2].max()) if hit.any() else 0.0
+
+
+def support_height(boxes: np.ndarray, xy: np.ndarray, radius: float) -> float:
+    """Top of the highest box under a disc at `xy` (where something put there comes to rest)."""
+    return corridor_top(boxes, xy, xy, radius)
+
+
+def hand_collision(boxes: np.ndarray, p: np.ndarray, rot: np.ndarray, half_gap: float = 0.045) -> float:
+    """How much the open hand at fingertip point `p` overlaps boxes (a rough cost, metres)."""
+    u = closing_axis(rot)[:2]
+    v = np.array([-u[1], u[0]])
+    cost = 0.0
+    # Fingers: two small pads either side of p along the closing axis, 5 cm tall.
+    parts = [(p[:2] + s * half_gap * u, 0.012, 0.012, p[2] - 0.005, p[2] + 0.05) for s in (1, -1)]
+    # Palm: wide along the closing axis, from 5 cm above the fingertips.
+    parts.append((p[:2], 0.10, 0.035, p[2] + 0.05, p[2] + 0.15))
+    for c, hu, hv, z0, z1 in parts:
+        corners = np.array([c + su * hu * u + sv * hv * v for su in (1, -1) for sv in (1, -1)])
+        plo, phi = corners.min(0), corners.max(0)
+        ov = np.minimum(phi, boxes[:, 1, :2]) - np.maximum(plo, boxes[:, 0, :2])
+        oz = np.minimum(z1, boxes[:, 1, 2]) - np.maximum(z0, boxes[:, 0, 2])
+        hit = (ov > 0).all(1) & (oz > 0)
+        if hit.any():
+            cost += float(np.sum(np.minimum(ov[hit].min(1), 0.05)) + np.sum(np.minimum(oz[hit], 0.05)))
+    return cost
