@@ -11,6 +11,7 @@ from nora_bench.policies.base import ActionChunk, Policy, Requirements
 KINDS: dict[str, str] = {
     "zero": "nora_bench.policies.trivial:ZeroPolicy",
     "random": "nora_bench.policies.trivial:RandomPolicy",
+    "scripted": "nora_bench.policies.scripted:ScriptedPolicy",
 }
 
 # Preset keys that describe the run rather than the policy object.

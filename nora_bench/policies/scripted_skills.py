@@ -19,7 +19,9 @@ ROT_GAIN = 2.0  # 1 / 0.5 rad
 DOWN = np.diag([1.0, -1.0, -1.0])  # top-down hand, fingers closing along world y
 GRIPPER_MAX = 0.075  # widest object the fingers take (m)
 CLEAR = 0.03  # clearance above obstacles while carrying (m)
-HOLD_MIN_QPOS = 0.0025  # finger joint above this when closed: something is between the fingers
+PALM_HALF = (0.10, 0.04)  # half extents of the hand across / along the fingers' closing axis (m)
+PALM_ABOVE = 0.045  # the palm's underside above the fingertip point (m)
+HOLD_MIN_QPOS = 0.0012  # finger joint above this when closed: something is between the fingers (a bowl rim gives ~0.002)
 
 Action = np.ndarray
 
@@ -154,19 +156,30 @@ class Planner:
             yield self.action_to(here, rot, grip)
 
     def path(self, target, rot, grip, carried: str | None = None, exclude: tuple[str, ...] = ()) -> Iterator[Action]:
-        """Up to a height that clears every obstacle between here and `target`, across, then down."""
+        """Up to a height where hand and load clear every obstacle between here and `target`,
+        across, then down (the waypoints that keep a straight line off the fixtures)."""
         start = self.eef.copy()
-        below = 0.0  # how far the carried object reaches below the fingers
-        if carried:
-            below = max(0.0, self.eef[2] - self.body(carried)["lo"][2])
+        target = np.asarray(target, dtype=float)
         skip = exclude + ((carried,) if carried else ())
-        z_clear = corridor_top(self.boxes(skip), start[:2], np.asarray(target)[:2], radius=0.05 if carried else 0.03)
-        z = max(start[2], target[2], z_clear + below + CLEAR + (0.0 if carried else 0.05))
-        z = min(z, 1.40)
+        boxes = self.boxes(skip)
+        a, b = start[:2], target[:2]
+        # The palm: wide along the closing axis, from about 4.5 cm above the fingertips.
+        u, v = closing_axis(rot), rot[:, 0]
+        palm = np.abs(u[:2]) * PALM_HALF[0] + np.abs(v[:2]) * PALM_HALF[1]
+        z = corridor_top(boxes, a, b, palm) - PALM_ABOVE + CLEAR
+        if carried:
+            body = self.body(carried)
+            below = max(0.0, self.eef[2] - body["lo"][2])
+            load = 0.5 * (body["hi"][:2] - body["lo"][:2]) + 0.01
+            z = max(z, corridor_top(boxes, a, b, load) + below + CLEAR)
+        else:
+            z = max(z, corridor_top(boxes, a, b, np.array([0.03, 0.03])) + 0.05)
+        z = min(max(start[2], target[2], z), 1.40)
+        speed = 0.5 if carried else 1.0  # a fast swing tilts a rim-held load
         if z - start[2] > 0.01:
             yield from self.move([start[0], start[1], z], rot, grip, tol=0.02)
-        yield from self.move([target[0], target[1], z], rot, grip, tol=0.015)
-        yield from self.move(target, rot, grip)
+        yield from self.move([target[0], target[1], z], rot, grip, tol=0.015, speed=speed)
+        yield from self.move(target, rot, grip, speed=speed)
 
     def retreat(self) -> Iterator[Action]:
         up = self.eef.copy()
@@ -195,7 +208,7 @@ class Planner:
                 for sign in (1, -1):
                     p = np.array([b["pos"][0], b["pos"][1], hi[2] - depth])
                     p[:2] += sign * radius * u[:2]
-                    cost = hand_collision(neighbours, p, rot) + 0.02 * abs(yaw) + 0.3 * (p[0] - centre[0])
+                    cost = 10 * hand_collision(neighbours, p, rot) + 0.02 * abs(yaw) + 0.3 * (p[0] - centre[0])
                     cands.append((cost, p, rot))
         else:
             depth = min(0.045, 0.5 * height)
@@ -208,7 +221,7 @@ class Planner:
                 if width > GRIPPER_MAX:
                     continue
                 p = np.array([centre[0], centre[1], hi[2] - depth])
-                cost = hand_collision(neighbours, p, rot, half_gap=width / 2 + 0.012) + width + 0.01 * abs(yaw)
+                cost = 10 * hand_collision(neighbours, p, rot, half_gap=width / 2 + 0.012) + width + 0.01 * abs(yaw)
                 cands.append((cost, p, rot))
         cands.sort(key=lambda c: c[0])
         return [(p, r) for _, p, r in cands]
@@ -220,16 +233,26 @@ class Planner:
         return lifted and near and self.finger() > HOLD_MIN_QPOS
 
     def pick(self, obj: str) -> Iterator[Action]:
-        """Grasp and lift `obj`; retries with the next candidate grasp. Returns True when held."""
+        """Grasp and lift `obj`; a blocked descent or a failed lift moves on to another grasp.
+
+        Returns True when the object is held."""
+        tried: list[tuple[np.ndarray, np.ndarray]] = []
         for attempt in range(self.max_grasp_attempts):
-            cands = self.grasp_candidates(obj)
+            cands = [c for c in self.grasp_candidates(obj) if not any(_similar(c, t) for t in tried)]
+            if not cands:
+                cands = self.grasp_candidates(obj)
             if not cands:
                 raise Unsupported(f"no grasp of {obj} fits the gripper")
-            p, rot = cands[min(attempt, len(cands) - 1)] if attempt == 0 else cands[int(self.rng.integers(0, min(4, len(cands))))]
+            p, rot = cands[0] if attempt == 0 else cands[int(self.rng.integers(0, min(3, len(cands))))]
+            tried.append((p, rot))
             z0 = self.body(obj)["pos"][2]
             above = p + np.array([0, 0, 0.08])
             yield from self.path(above, rot, OPEN, exclude=(obj,))
             yield from self.move(p, rot, OPEN, tol=0.006, max_steps=50, speed=0.6)
+            if self.eef[2] - p[2] > 0.02:
+                self.log.append(f"grasp {attempt + 1} of {obj}: descent blocked {self.eef[2] - p[2]:.3f} m above")
+                yield from self.retreat()
+                continue
             yield from self.grip(CLOSE, rot, steps=12)
             lift = self.eef.copy()
             lift[2] += 0.10
@@ -287,11 +310,12 @@ class Planner:
         """The current hand rotation (keep the grasp as it is while carrying)."""
         return self.rot()
 
-    def _is_open(self, joint: str) -> bool:
+    def _is_open(self, joint: str, margin: float = 0.03) -> bool:
+        """Within `margin` of the joint's far end (LIBERO's drawers count as open 0.02 from it)."""
         j = self.s["joints"][joint]
         lo, hi = j["range"]
         far = lo if abs(lo) > abs(hi) else hi
-        return abs(j["qpos"] - far) < 0.03
+        return abs(j["qpos"] - far) < margin
 
     def slide(self, region: str, opening: bool) -> Iterator[Action]:
         """Open or close a drawer: take the handle and pull, or push the front."""
@@ -308,7 +332,7 @@ class Planner:
         yaw = math.atan2(-front_dir[0], front_dir[1])  # closing axis along the pull direction
         if opening:
             # Fingers in from the front and above (tilted), so the hand clears what is above the handle.
-            tilt = -0.7 * np.sign(front_dir[1]) if abs(front_dir[1]) > 0.5 else 0.0
+            tilt = -1.3 * np.sign(front_dir[1]) if abs(front_dir[1]) > 0.5 else 0.0
             rot = down_rot(yaw, tilt)
             approach = rot[:, 2]  # fingers point along the hand's z axis
             yield from self.path(handle - 0.08 * approach, rot, OPEN)
@@ -317,7 +341,7 @@ class Planner:
             dist = abs(goal_q - j["qpos"]) + 0.02
             target = self.eef + direction * dist
             for _ in range(80):
-                if self._is_open(joint):
+                if self._is_open(joint, margin=0.006):
                     break
                 yield self.action_to(target, rot, CLOSE) * np.r_[0.5 * np.ones(3), np.ones(4)]
             yield from self.grip(OPEN, rot, steps=10)
@@ -400,11 +424,18 @@ class Planner:
 _ORDER = {"open": 0, "turnon": 1, "in": 2, "on": 2, "close": 3}
 
 
+def _similar(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Two grasps at nearly the same point with nearly the same hand yaw."""
+    angle = Rotation.from_matrix(a[1] @ b[1].T).magnitude()
+    return np.linalg.norm(a[0] - b[0]) < 0.02 and angle < 0.4
+
+
 # -- geometry helpers ---------------------------------------------------------------------------
-def corridor_top(boxes: np.ndarray, a: np.ndarray, b: np.ndarray, radius: float) -> float:
-    """Highest box top whose xy footprint comes within `radius` of the segment a-b."""
+def corridor_top(boxes: np.ndarray, a: np.ndarray, b: np.ndarray, radius) -> float:
+    """Highest box top whose xy footprint comes within `radius` (scalar or per axis) of segment a-b."""
     if len(boxes) == 0:
         return 0.0
+    radius = np.broadcast_to(np.asarray(radius, dtype=float), (2,))
     n = max(2, int(np.linalg.norm(b - a) / 0.01) + 1)
     pts = a[None, :] + np.linspace(0, 1, n)[:, None] * (b - a)[None, :]
     lo = boxes[:, 0, :2] - radius
