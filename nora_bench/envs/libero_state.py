@@ -2,7 +2,8 @@
 
 Everything is plain numpy / str / bool so that it pickles through Ray unchanged:
 
-- `eef_pos`, `eef_quat` (xyzw), `gripper_qpos` (finger joints; about 0.04 open, 0.001 closed on nothing);
+- `eef_pos`, `eef_quat` (xyzw), `gripper_qpos` (finger joints; about 0.04 open, 0.001 closed on nothing),
+  `base_pos` (the robot's base: how far it can reach);
 - `bodies`: every object and fixture by BDDL name (and the arena's table and walls by body name):
   `pos`, `quat` (wxyz, MuJoCo's order), `boxes` (n, 2, 3): world axis-aligned boxes of its collision
   geoms, `lo`/`hi` their union, `half_local` the half extents of its collision box in its own
@@ -87,6 +88,7 @@ class LiberoStateReader:
                     moving.add(b)
             geoms = np.flatnonzero(collide & np.isin(m.geom_bodyid, list(moving)))
             self._joints[name(mujoco.mjtObj.mjOBJ_JOINT, j)] = (j, owner, geoms)
+        self._base = mujoco.mj_name2id(m, mujoco.mjtObj.mjOBJ_BODY, "robot0_base")
         self.goal = [list(p) for p in self.env.parsed_problem["goal_state"]]
         self.sites = {}
         for site, obj in self.env.object_sites_dict.items():
@@ -123,6 +125,7 @@ class LiberoStateReader:
             "eef_pos": np.asarray(raw["robot0_eef_pos"], dtype=float).copy(),
             "eef_quat": np.asarray(raw["robot0_eef_quat"], dtype=float).copy(),
             "gripper_qpos": np.asarray(raw["robot0_gripper_qpos"], dtype=float).copy(),
+            "base_pos": d.xpos[self._base].copy(),
             "bodies": bodies, "joints": joints, "sites": sites,
             "goal": [list(p) for p in self.goal],
             "goal_status": [bool(env._eval_predicate(p)) for p in self.goal],

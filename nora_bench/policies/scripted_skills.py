@@ -194,6 +194,9 @@ class Planner:
         centre = 0.5 * (lo + hi)
         height = hi[2] - lo[2]
         neighbours = self.boxes((obj,))
+        base = self.s["base_pos"][:2]
+        # The arm runs out of reach about 0.75 m out at table height: take the near side.
+        reach = lambda p: 1.0 * float(np.linalg.norm(p[:2] - base))  # noqa: E731
         cands = []
         if any(k in obj for k in ("bowl", "mug", "moka", "basket")):
             # Hollow or handled things: take the rim / wall, closing radially.
@@ -208,7 +211,7 @@ class Planner:
                 for sign in (1, -1):
                     p = np.array([b["pos"][0], b["pos"][1], hi[2] - depth])
                     p[:2] += sign * radius * u[:2]
-                    cost = 10 * hand_collision(neighbours, p, rot) + 0.02 * abs(yaw) + 0.3 * (p[0] - centre[0])
+                    cost = 10 * hand_collision(neighbours, p, rot) + 0.02 * abs(yaw) + reach(p)
                     cands.append((cost, p, rot))
         else:
             depth = min(0.045, 0.5 * height)
