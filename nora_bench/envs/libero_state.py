@@ -57,23 +57,22 @@ class LiberoStateReader:
         self._body_ids = {obj: rid for rid, obj in roots.items()}
         for obj in self.env.objects_dict:
             self._body_ids[obj] = int(self.env.obj_body_id[obj])
-        # Half extents of each object's collision box in its own frame (rigid, so computed once).
+        # Half extents of each object's collision geoms in its own frame (rigid, so computed once):
+        # the corners of every geom's own bounding box, taken into the body's frame.
         self._half_local = {}
+        signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=float)
         for obj, geoms in self._geoms.items():
             b = self._body_ids[obj]
-            rot = self._d.xmat[b].reshape(3, 3)
-            boxes = self._boxes(geoms)
-            if len(boxes) == 0:
+            if len(geoms) == 0:
                 self._half_local[obj] = np.zeros(3)
                 continue
             pts = []
-            for lo, hi in boxes:
-                for cx in (lo[0], hi[0]):
-                    for cy in (lo[1], hi[1]):
-                        for cz in (lo[2], hi[2]):
-                            pts.append([cx, cy, cz])
-            local = (np.asarray(pts) - self._d.xpos[b]) @ rot
-            self._half_local[obj] = 0.5 * (local.max(0) - local.min(0))
+            for g in geoms:
+                gmat = self._d.geom_xmat[g].reshape(3, 3)
+                local = m.geom_aabb[g, :3] + signs * m.geom_aabb[g, 3:]
+                pts.append(self._d.geom_xpos[g] + local @ gmat.T)
+            rel = (np.concatenate(pts) - self._d.xpos[b]) @ self._d.xmat[b].reshape(3, 3)
+            self._half_local[obj] = 0.5 * (rel.max(0) - rel.min(0))
         # Articulated fixture joints, and the collision geoms each one moves (its body's subtree).
         self._joints = {}
         for j in range(m.njnt):

@@ -177,9 +177,19 @@ class Planner:
         z = min(max(start[2], target[2], z), 1.40)
         speed = 0.5 if carried else 1.0  # a fast swing tilts a rim-held load
         if z - start[2] > 0.01:
-            yield from self.move([start[0], start[1], z], rot, grip, tol=0.02)
+            yield from self.move([start[0], start[1], z], rot, grip, tol=0.02, speed=speed)
         yield from self.move([target[0], target[1], z], rot, grip, tol=0.015, speed=speed)
         yield from self.move(target, rot, grip, speed=speed)
+
+    def home(self) -> Iterator[Action]:
+        """Back toward the robot, hand turned top-down again: the arm straightens its wrist close
+        in, not at the edge of its reach."""
+        base = self.s["base_pos"]
+        here = self.eef.copy()
+        up = np.array([here[0], here[1], max(here[2], 1.12)])
+        yield from self.move(up, self.rot(), OPEN, tol=0.02, max_steps=20)
+        target = np.array([base[0] + 0.5, 0.5 * here[1], max(here[2], 1.12)])
+        yield from self.move(target, DOWN, OPEN, tol=0.03, rot_tol=0.15, max_steps=50)
 
     def retreat(self) -> Iterator[Action]:
         up = self.eef.copy()
@@ -204,7 +214,9 @@ class Planner:
             radius = max(0.02, min(rx, ry) - 0.012)
             depth = min(0.02, 0.3 * height)
             if "moka" in obj:
-                radius, depth = 0.0, min(0.035, 0.3 * height)
+                yield_handle = self._handle_grasp(obj)
+                if yield_handle is not None:
+                    return [yield_handle]
             for yaw in np.deg2rad(np.arange(-90, 90, 15)):
                 rot = down_rot(yaw)
                 u = closing_axis(rot)
@@ -228,6 +240,19 @@ class Planner:
                 cands.append((cost, p, rot))
         cands.sort(key=lambda c: c[0])
         return [(p, r) for _, p, r in cands]
+
+    def _handle_grasp(self, obj: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """A side handle (the parts far out from the body's axis): grip it across its thin side."""
+        b = self.body(obj)
+        centres = b["boxes"].mean(1)
+        far = np.linalg.norm(centres[:, :2] - b["pos"][:2], axis=1) > 0.045
+        if not far.any():
+            return None
+        lo, hi = b["boxes"][far, 0].min(0), b["boxes"][far, 1].max(0)
+        half = 0.5 * (hi - lo)
+        yaw = math.pi / 2 if half[0] < half[1] else 0.0  # closing axis along the thin side
+        p = np.array([0.5 * (lo[0] + hi[0]), 0.5 * (lo[1] + hi[1]), hi[2] - 0.02])
+        return p, down_rot(yaw)
 
     def holding(self, obj: str, z_before: float) -> bool:
         b = self.body(obj)
@@ -259,7 +284,7 @@ class Planner:
             yield from self.grip(CLOSE, rot, steps=12)
             lift = self.eef.copy()
             lift[2] += 0.10
-            yield from self.move(lift, rot, CLOSE, tol=0.02, max_steps=30)
+            yield from self.move(lift, rot, CLOSE, tol=0.02, max_steps=30, speed=0.6)
             if self.holding(obj, z0):
                 return True
             self.log.append(f"grasp {attempt + 1} of {obj} failed")
@@ -349,7 +374,7 @@ class Planner:
                 yield self.action_to(target, rot, CLOSE) * np.r_[0.5 * np.ones(3), np.ones(4)]
             yield from self.grip(OPEN, rot, steps=10)
             yield from self.move(self.eef - 0.06 * approach, rot, OPEN, tol=0.02, max_steps=20)
-            yield from self.retreat()
+            yield from self.home()
         else:
             rot = down_rot(yaw + math.pi / 2)  # thin side of the hand toward the drawer
             hi = boxes[:, 1, 2].max()
@@ -369,31 +394,41 @@ class Planner:
             yield from self.retreat()
 
     def turn_knob(self, fixture: str) -> Iterator[Action]:
-        """Turn a knob (hinge about z) to 'on' by pushing its far side round with closed fingers."""
+        """Turn a knob (hinge about z) to 'on': grip its handle (the tallest part) and twist, the
+        hand following the handle round the hinge axis."""
         joint = self._hinge_joint(fixture)
         j = self.s["joints"][joint]
-        axis = np.asarray(j["anchor"])
-        boxes = j["boxes"]
-        top = boxes[:, 1, 2].max()
-        reach = float(np.max(np.linalg.norm(boxes.mean(1)[:, :2] - axis[:2], axis=1))) + 0.012
-        sense = 1.0 if j["range"][1] > abs(j["range"][0]) else -1.0  # on = larger angle
-        spin = float(np.sign(j["axis"][2])) * sense  # world direction of rotation about +z
-        rot = down_rot(0.0)
-        z = top - 0.012
-        yield from self.grip(CLOSE, self.rot(), steps=8)
+        sense = 1.0 if j["range"][1] > abs(j["range"][0]) else -1.0  # 'on' is the larger-magnitude end
+        spin = float(np.sign(j["axis"][2])) * sense  # world turning direction about +z
         for attempt in range(3):
-            phi0 = -spin * (0.9 + 0.2 * attempt)  # start behind the lever, then sweep round it
-            start = axis[:2] + reach * np.array([math.cos(phi0), math.sin(phi0)])
-            yield from self.path(np.array([start[0], start[1], z + 0.05]), rot, CLOSE)
-            yield from self.move(np.array([start[0], start[1], z]), rot, CLOSE, tol=0.006, max_steps=40, speed=0.5)
-            phi = phi0
-            for _ in range(60):
-                if self.s["joints"][joint]["qpos"] * sense >= 0.7:
+            j = self.s["joints"][joint]
+            axis = np.asarray(j["anchor"])
+            boxes = j["boxes"]
+            top = boxes[:, 1, 2].max()
+            handle = boxes[boxes[:, 1, 2] > top - 0.015]
+            lo, hi = handle[:, 0].min(0), handle[:, 1].max(0)
+            centre = 0.5 * (lo + hi)
+            half = 0.5 * (hi - lo)
+            # Close across the handle's thin side.
+            yaw = 0.0 if half[1] < half[0] else math.pi / 2
+            p0 = np.array([centre[0], centre[1], top - 0.015 - 0.005 * attempt])
+            rot0 = down_rot(yaw)
+            yield from self.path(p0 + np.array([0, 0, 0.06]), rot0, OPEN)
+            yield from self.move(p0, rot0, OPEN, tol=0.005, max_steps=40, speed=0.5)
+            yield from self.grip(CLOSE, rot0, steps=12)
+            q0 = self.s["joints"][joint]["qpos"]
+            arm = p0[:2] - axis[:2]
+            for k in range(70):
+                q = self.s["joints"][joint]["qpos"]
+                if (q - q0) * sense >= 0.0 and q * sense >= 0.75:
                     break
-                phi += spin * 0.06
-                p = axis[:2] + reach * np.array([math.cos(phi), math.sin(phi)])
-                yield self.action_to(np.array([p[0], p[1], z]), rot, CLOSE)
+                phi = spin * min(1.0, 0.04 * (k + 1))  # turn up to 1 rad beyond the start
+                c, sn = math.cos(phi), math.sin(phi)
+                p = axis[:2] + np.array([c * arm[0] - sn * arm[1], sn * arm[0] + c * arm[1]])
+                yield self.action_to(np.array([p[0], p[1], p0[2]]), down_rot(yaw + phi), CLOSE)
+            yield from self.grip(OPEN, self.rot(), steps=8)
             yield from self.retreat()
+            yield from self.home()
             if self.s["joints"][joint]["qpos"] * sense >= 0.5:
                 return
 
