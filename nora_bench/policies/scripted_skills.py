@@ -433,31 +433,35 @@ class Planner:
                 return
 
     def push_to(self, obj: str, region: str) -> Iterator[Action]:
-        """Push a flat object (a plate) across the table until its centre is in the region."""
+        """Slide a flat object with a rim (a plate) across the table until its centre is in the
+        region: closed fingers inside the plate push its trailing rim, so no room behind it is needed."""
         site = self.s["sites"][region]
         rot = down_rot(math.pi / 2)
         yield from self.grip(CLOSE, self.rot(), steps=8)
-        for attempt in range(4):
+        for attempt in range(3):
             b = self.body(obj)
             goal = site["pos"][:2]
             d = goal - b["pos"][:2]
             if np.linalg.norm(d) < 0.015:
                 return
             u = d / np.linalg.norm(d)
-            radius = 0.5 * float(np.max(b["hi"][:2] - b["lo"][:2]))
-            z = b["hi"][2] - 0.005
-            start = b["pos"][:2] - u * (radius + 0.03)
-            yield from self.path(np.array([start[0], start[1], z + 0.06]), rot, CLOSE, exclude=(obj,))
-            yield from self.move(np.array([start[0], start[1], z]), rot, CLOSE, tol=0.006, max_steps=40, speed=0.5)
+            radius = 0.5 * float(np.min(b["hi"][:2] - b["lo"][:2]))
+            inset = max(0.0, radius - 0.03)  # fingers this far from the centre, against the trailing rim
+            z = b["hi"][2] - 0.006
+            start = b["pos"][:2] - u * inset
+            yield from self.path(np.array([start[0], start[1], z + 0.05]), rot, CLOSE, exclude=(obj,))
+            yield from self.move(np.array([start[0], start[1], z]), rot, CLOSE, tol=0.006, max_steps=30, speed=0.5)
             for _ in range(120):
                 b = self.body(obj)
                 d = goal - b["pos"][:2]
-                if np.linalg.norm(d) < 0.012:
+                if np.linalg.norm(d) < 0.01:
                     break
-                push = b["pos"][:2] - u * (radius + 0.005) + d
-                yield self.action_to(np.array([push[0], push[1], z]), rot, CLOSE) * np.r_[0.4 * np.ones(3), np.ones(4)]
+                # Lead the plate along u; steer back onto the line through its centre.
+                behind = b["pos"][:2] - u * inset
+                side = (self.eef[:2] - behind) - u * float(u @ (self.eef[:2] - behind))
+                push = self.eef[:2] + u * min(0.03, float(np.linalg.norm(d))) - side
+                yield self.action_to(np.array([push[0], push[1], z - 0.004]), rot, CLOSE)
             yield from self.retreat()
-
 
 _ORDER = {"open": 0, "turnon": 1, "in": 2, "on": 2, "close": 3}
 
