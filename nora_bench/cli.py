@@ -199,6 +199,11 @@ def policies() -> None:
     console.print(t)
 
 
+from nora_bench.selftest import selftest  # noqa: E402  (its own module; registered here)
+
+app.command()(selftest)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -245,9 +245,12 @@ class Planner:
         """A side handle (the parts far out from the body's axis): grip it across its thin side."""
         b = self.body(obj)
         centres = b["boxes"].mean(1)
-        far = np.linalg.norm(centres[:, :2] - b["pos"][:2], axis=1) > 0.045
-        if not far.any():
+        out = centres[:, :2] - b["pos"][:2]
+        dist = np.linalg.norm(out, axis=1)
+        if dist.max() < 0.045:
             return None
+        # Only the farthest part and what lies on its side (the handle, not the spout opposite).
+        far = (dist > 0.045) & (out @ out[int(np.argmax(dist))] > 0)
         lo, hi = b["boxes"][far, 0].min(0), b["boxes"][far, 1].max(0)
         half = 0.5 * (hi - lo)
         yaw = math.pi / 2 if half[0] < half[1] else 0.0  # closing axis along the thin side
@@ -301,12 +304,23 @@ class Planner:
             xy = t["pos"][:2].copy()
             return xy, support_height(self.boxes((obj,)), xy, 0.02) + 0.01
         site = sites[target]
-        xy = site["pos"][:2].copy()
+        xy = self._free_spot(site, obj)
         parent = site["parent"]
         if kind == "in" and parent in bodies and not bodies[parent]["fixture"]:
             # A container object (basket): let go above the rim.
             return xy, bodies[parent]["hi"][2] + 0.02
         return xy, support_height(self.boxes((obj,)), xy, 0.02) + 0.012
+
+    def _free_spot(self, site: dict, obj: str) -> np.ndarray:
+        """The point of a region farthest from the other objects already in it (two pots, one stove)."""
+        centre = site["pos"][:2].copy()
+        size = np.asarray(site["size"][:2], dtype=float)
+        others = [b["pos"][:2] for n, b in self.s["bodies"].items()
+                  if n != obj and not b["fixture"] and np.all(np.abs(b["pos"][:2] - centre) < size + 0.02)]
+        if not others:
+            return centre
+        cands = [centre + np.array([fx, fy]) * 0.55 * size for fx in (-1, 0, 1) for fy in (-1, 0, 1)]
+        return max(cands, key=lambda c: min(np.linalg.norm(c - o) for o in others))
 
     def pick_place(self, obj: str, target: str, kind: str) -> Iterator[Action]:
         site = self.s["sites"].get(target)
