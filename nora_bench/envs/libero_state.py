@@ -118,7 +118,7 @@ class LiberoStateReader:
                           "range": m.jnt_range[j].copy(), "body": owner, "boxes": self._boxes(geoms)}
         sites = {}
         for site, static in self.sites.items():
-            sites[site] = {**static, "pos": env.sim.data.get_site_xpos(site).copy(),
+            sites[site] = {**static, "name": site, "pos": env.sim.data.get_site_xpos(site).copy(),
                            "mat": env.sim.data.get_site_xmat(site).copy()}
         return {
             "eef_pos": np.asarray(raw["robot0_eef_pos"], dtype=float).copy(),

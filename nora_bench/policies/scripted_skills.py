@@ -317,10 +317,14 @@ class Planner:
         size = np.asarray(site["size"][:2], dtype=float)
         others = [b["pos"][:2] for n, b in self.s["bodies"].items()
                   if n != obj and not b["fixture"] and np.all(np.abs(b["pos"][:2] - centre) < size + 0.02)]
-        if not others:
+        sharing = sum(1 for p in self.s["goal"] if len(p) == 3 and p[2] == site["name"])
+        if sharing < 2 and not others:
             return centre
-        cands = [centre + np.array([fx, fy]) * 0.55 * size for fx in (-1, 0, 1) for fy in (-1, 0, 1)]
-        return max(cands, key=lambda c: min(np.linalg.norm(c - o) for o in others))
+        # Several objects go here: opposite corners, away from whatever is there already.
+        corners = [centre + np.array([fx, fy]) * 0.65 * size for fx in (-1, 1) for fy in (-1, 1)]
+        if not others:
+            return corners[0]
+        return max(corners, key=lambda c: min(np.linalg.norm(c - o) for o in others))
 
     def pick_place(self, obj: str, target: str, kind: str) -> Iterator[Action]:
         site = self.s["sites"].get(target)
