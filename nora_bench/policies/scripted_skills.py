@@ -376,9 +376,9 @@ class Planner:
         centres = boxes.mean(1)
         handle = centres[int(np.argmax(centres @ front_dir))]
         yaw = math.atan2(-front_dir[0], front_dir[1])  # closing axis along the pull direction
+        # Fingers in from the front and above (tilted), so the hand clears what is above the handle.
+        tilt = -1.3 * np.sign(front_dir[1]) if abs(front_dir[1]) > 0.5 else 0.0
         if opening:
-            # Fingers in from the front and above (tilted), so the hand clears what is above the handle.
-            tilt = -1.3 * np.sign(front_dir[1]) if abs(front_dir[1]) > 0.5 else 0.0
             rot = down_rot(yaw, tilt)
             approach = rot[:, 2]  # fingers point along the hand's z axis
             yield from self.path(handle - 0.08 * approach, rot, OPEN)
@@ -395,7 +395,6 @@ class Planner:
             yield from self.home()
         else:
             rot = down_rot(yaw + math.pi / 2)  # thin side of the hand toward the drawer
-            hi = boxes[:, 1, 2].max()
             start = handle + front_dir * 0.04
             start[2] = handle[2]
             yield from self.grip(CLOSE, self.rot(), steps=8)
@@ -407,7 +406,6 @@ class Planner:
                 if abs(q) < 0.004:
                     break
                 yield self.action_to(target, rot, CLOSE)
-            del hi
             yield from self.move(self.eef + front_dir * 0.05, rot, CLOSE, tol=0.02, max_steps=20)
             yield from self.retreat()
 
