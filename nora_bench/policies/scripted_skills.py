@@ -139,10 +139,13 @@ class Planner:
     def hold(self, grip: float) -> Action:
         return np.array([0, 0, 0, 0, 0, 0, grip], dtype=float)
 
-    def move(self, target, rot, grip, tol=0.008, rot_tol=0.08, max_steps=80, speed=1.0) -> Iterator[Action]:
-        """Go to `target` with orientation `rot`; stops when within tolerance or after max_steps."""
+    def move(self, target, rot, grip, tol=0.008, rot_tol=0.08, max_steps=80, speed=1.0, guard=None) -> Iterator[Action]:
+        """Go to `target` with orientation `rot`; stops when within tolerance, after max_steps, or
+        as soon as `guard()` turns false (e.g. the carried object fell)."""
         target = np.asarray(target, dtype=float)
         for _ in range(max_steps):
+            if guard is not None and not guard():
+                return
             err = Rotation.from_matrix(rot @ self.rot().T).magnitude()
             if np.linalg.norm(target - self.eef) < tol and err < rot_tol:
                 return
@@ -155,7 +158,7 @@ class Planner:
         for _ in range(steps):
             yield self.action_to(here, rot, grip)
 
-    def path(self, target, rot, grip, carried: str | None = None, exclude: tuple[str, ...] = ()) -> Iterator[Action]:
+    def path(self, target, rot, grip, carried: str | None = None, exclude: tuple[str, ...] = (), guard=None) -> Iterator[Action]:
         """Up to a height where hand and load clear every obstacle between here and `target`,
         across, then down (the waypoints that keep a straight line off the fixtures)."""
         start = self.eef.copy()
@@ -177,9 +180,9 @@ class Planner:
         z = min(max(start[2], target[2], z), 1.40)
         speed = 0.5 if carried else 1.0  # a fast swing tilts a rim-held load
         if z - start[2] > 0.01:
-            yield from self.move([start[0], start[1], z], rot, grip, tol=0.02, speed=speed)
-        yield from self.move([target[0], target[1], z], rot, grip, tol=0.015, speed=speed)
-        yield from self.move(target, rot, grip, speed=speed)
+            yield from self.move([start[0], start[1], z], rot, grip, tol=0.02, speed=speed, guard=guard)
+        yield from self.move([target[0], target[1], z], rot, grip, tol=0.015, speed=speed, guard=guard)
+        yield from self.move(target, rot, grip, speed=speed, guard=guard)
 
     def home(self) -> Iterator[Action]:
         """Back toward the robot, hand turned top-down again: the arm straightens its wrist close
@@ -212,7 +215,7 @@ class Planner:
             # Hollow or handled things: take the rim / wall, closing radially.
             rx, ry = 0.5 * (hi[:2] - lo[:2])
             radius = max(0.02, min(rx, ry) - 0.012)
-            depth = min(0.02, 0.3 * height)
+            depth = min(0.02, 0.4 * height)
             if "moka" in obj:
                 yield_handle = self._handle_grasp(obj)
                 if yield_handle is not None:
@@ -342,9 +345,14 @@ class Planner:
             offset = self.eef - b["pos"]  # keep the grasp: move the object's origin over the target
             lowest = self.eef[2] - b["lo"][2]
             goal = np.array([xy[0] + offset[0], xy[1] + offset[1], bottom + lowest])
-            yield from self.path(goal + np.array([0, 0, 0.04]), rot, CLOSE, carried=obj)
-            if not self.holding(obj, -1.0):
-                return  # dropped on the way: the outer loop tries again
+            rel0 = self.body(obj)["pos"] - self.eef  # a held object keeps (about) this offset
+            in_hand = lambda: np.linalg.norm(self.body(obj)["pos"] - self.eef - rel0) < 0.05  # noqa: E731
+            yield from self.path(goal + np.array([0, 0, 0.04]), rot, CLOSE, carried=obj, guard=in_hand)
+            if not in_hand():
+                self.log.append(f"{obj} dropped on the way")
+                yield from self.grip(OPEN, rot, steps=8)
+                yield from self.retreat()
+                return  # the outer loop tries again
             xy, _ = self.place_target(obj, target, kind)
             goal[:2] = xy + (self.eef - self.body(obj)["pos"])[:2]
             yield from self.move(goal, rot, CLOSE, tol=0.008, max_steps=40, speed=0.5)
