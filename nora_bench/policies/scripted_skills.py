@@ -20,6 +20,7 @@ DOWN = np.diag([1.0, -1.0, -1.0])  # top-down hand, fingers closing along world 
 GRIPPER_MAX = 0.075  # widest object the fingers take (m)
 CLEAR = 0.03  # clearance above obstacles while carrying (m)
 PALM_HALF = (0.10, 0.04)  # half extents of the hand across / along the fingers' closing axis (m)
+LEAN_FROM = 0.72  # beyond this horizontal distance from the robot's base the hand leans outward (m)
 PALM_ABOVE = 0.045  # the palm's underside above the fingertip point (m)
 HOLD_MIN_QPOS = 0.0012  # finger joint above this when closed: something is between the fingers (a bowl rim gives ~0.002)
 
@@ -217,9 +218,9 @@ class Planner:
             radius = max(0.02, min(rx, ry) - 0.012)
             depth = min(0.02, 0.4 * height)
             if "moka" in obj:
-                yield_handle = self._handle_grasp(obj)
-                if yield_handle is not None:
-                    return [yield_handle]
+                handle = self._handle_grasp(obj)
+                if handle is not None:
+                    return [(handle[0], self.lean(*handle))]
             for yaw in np.deg2rad(np.arange(-90, 90, 15)):
                 rot = down_rot(yaw)
                 u = closing_axis(rot)
@@ -242,7 +243,18 @@ class Planner:
                 cost = 10 * hand_collision(neighbours, p, rot, half_gap=width / 2 + 0.012) + width + 0.01 * abs(yaw)
                 cands.append((cost, p, rot))
         cands.sort(key=lambda c: c[0])
-        return [(p, r) for _, p, r in cands]
+        return [(p, self.lean(p, r)) for _, p, r in cands]
+
+    def lean(self, p: np.ndarray, rot: np.ndarray) -> np.ndarray:
+        """Tilt the fingers away from the robot for points near the edge of its reach: a top-down
+        wrist there fights the arm's joint limits and stalls."""
+        out = p[:2] - self.s["base_pos"][:2]
+        dist = float(np.linalg.norm(out))
+        phi = float(np.clip((dist - LEAN_FROM) * 4.0, 0.0, 0.45))
+        if phi == 0.0:
+            return rot
+        axis = np.array([-out[1], out[0], 0.0]) / dist
+        return Rotation.from_rotvec(-phi * axis).as_matrix() @ rot
 
     def _handle_grasp(self, obj: str) -> tuple[np.ndarray, np.ndarray] | None:
         """A side handle (the parts far out from the body's axis): grip it across its thin side."""
