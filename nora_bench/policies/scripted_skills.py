@@ -137,6 +137,14 @@ class Planner:
         dr = np.clip(err * ROT_GAIN, -1, 1)
         return np.concatenate([dp, dr, [grip]])
 
+    def nearest(self, rot: np.ndarray) -> np.ndarray:
+        """`rot` or the same grip turned half a turn about the fingers (a parallel gripper is
+        symmetric), whichever is closer to the hand now: no needless half-turns of the wrist."""
+        flipped = rot @ np.diag([-1.0, -1.0, 1.0])
+        now = self.rot()
+        angle = lambda r: Rotation.from_matrix(r @ now.T).magnitude()  # noqa: E731
+        return flipped if angle(flipped) < angle(rot) else rot
+
     def hold(self, grip: float) -> Action:
         return np.array([0, 0, 0, 0, 0, 0, grip], dtype=float)
 
@@ -144,6 +152,7 @@ class Planner:
         """Go to `target` with orientation `rot`; stops when within tolerance, after max_steps, or
         as soon as `guard()` turns false (e.g. the carried object fell)."""
         target = np.asarray(target, dtype=float)
+        rot = self.nearest(rot)
         for _ in range(max_steps):
             if guard is not None and not guard():
                 return
@@ -156,6 +165,7 @@ class Planner:
 
     def grip(self, grip: float, rot, steps: int = 12) -> Iterator[Action]:
         here = self.eef.copy()
+        rot = self.nearest(rot)
         for _ in range(steps):
             yield self.action_to(here, rot, grip)
 
@@ -399,7 +409,7 @@ class Planner:
         # Fingers in from the front and above (tilted), so the hand clears what is above the handle.
         tilt = -1.3 * np.sign(front_dir[1]) if abs(front_dir[1]) > 0.5 else 0.0
         if opening:
-            rot = down_rot(yaw, tilt)
+            rot = self.nearest(down_rot(yaw, tilt))
             approach = rot[:, 2]  # fingers point along the hand's z axis
             yield from self.path(handle - 0.08 * approach, rot, OPEN)
             yield from self.move(handle, rot, OPEN, tol=0.006, max_steps=50, speed=0.5)
@@ -414,7 +424,7 @@ class Planner:
             yield from self.move(self.eef - 0.06 * approach, rot, OPEN, tol=0.02, max_steps=20)
             yield from self.home()
         else:
-            rot = down_rot(yaw + math.pi / 2)  # thin side of the hand toward the drawer
+            rot = self.nearest(down_rot(yaw + math.pi / 2))  # thin side of the hand toward the drawer
             start = handle + front_dir * 0.04
             start[2] = handle[2]
             yield from self.grip(CLOSE, self.rot(), steps=8)
@@ -448,6 +458,8 @@ class Planner:
             # Close across the handle's thin side.
             yaw = 0.0 if half[1] < half[0] else math.pi / 2
             p0 = np.array([centre[0], centre[1], top - 0.015 - 0.005 * attempt])
+            if not np.allclose(self.nearest(down_rot(yaw)), down_rot(yaw)):
+                yaw += math.pi  # the same grip, half a turn nearer the hand's yaw now
             rot0 = down_rot(yaw)
             yield from self.path(p0 + np.array([0, 0, 0.06]), rot0, OPEN)
             yield from self.move(p0, rot0, OPEN, tol=0.005, max_steps=40, speed=0.5)
@@ -472,7 +484,7 @@ class Planner:
         """Slide a flat object with a rim (a plate) across the table until its centre is in the
         region: closed fingers inside the plate push its trailing rim, so no room behind it is needed."""
         site = self.s["sites"][region]
-        rot = down_rot(math.pi / 2)
+        rot = self.nearest(down_rot(math.pi / 2))
         yield from self.grip(CLOSE, self.rot(), steps=8)
         for attempt in range(3):
             b = self.body(obj)
