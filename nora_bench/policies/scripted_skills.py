@@ -20,6 +20,7 @@ DOWN = np.diag([1.0, -1.0, -1.0])  # top-down hand, fingers closing along world 
 GRIPPER_MAX = 0.075  # widest object the fingers take (m)
 CLEAR = 0.03  # clearance above obstacles while carrying (m)
 PALM_HALF = (0.10, 0.04)  # half extents of the hand across / along the fingers' closing axis (m)
+STALL_STEPS = 8  # a move that has not advanced 2 mm in this many steps is over
 LEAN_FROM = 0.72  # beyond this horizontal distance from the robot's base the hand leans outward (m)
 PALM_ABOVE = 0.045  # the palm's underside above the fingertip point (m)
 HOLD_MIN_QPOS = 0.0012  # finger joint above this when closed: something is between the fingers (a bowl rim gives ~0.002)
@@ -153,12 +154,16 @@ class Planner:
         as soon as `guard()` turns false (e.g. the carried object fell)."""
         target = np.asarray(target, dtype=float)
         rot = self.nearest(rot)
+        trail: list[np.ndarray] = []
         for _ in range(max_steps):
             if guard is not None and not guard():
                 return
             err = Rotation.from_matrix(rot @ self.rot().T).magnitude()
             if np.linalg.norm(target - self.eef) < tol and err < rot_tol:
                 return
+            trail.append(self.eef.copy())
+            if len(trail) > STALL_STEPS and np.linalg.norm(trail[-1] - trail[-1 - STALL_STEPS]) < 0.002 and err < rot_tol:
+                return  # blocked (or as close as the arm gets): waiting longer only burns steps
             a = self.action_to(target, rot, grip)
             a[:3] = np.clip(a[:3], -speed, speed)
             yield a
