@@ -16,6 +16,7 @@ from rich.text import Text
 
 from nora_bench import UserError
 from nora_bench.chunking import ChunkRule
+from nora_bench.selftest import selftest
 from nora_bench.config import (STEP_UNITS, RunConfig, load_policy_preset, load_suite, parse_index_list, policy_names,
                                suite_names)
 
@@ -23,6 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Benchmark vision-language-action policies (NORA, NORA-LONG, ...) on LIBERO and a real WidowX.")
 console = Console()
 err_console = Console(stderr=True)
+app.command()(selftest)  # `nora-bench selftest` lives in nora_bench/selftest.py
 
 
 def fail(message: str) -> None:
@@ -197,11 +199,6 @@ def policies() -> None:
         p = load_policy_preset(name)
         t.add_row(name, p["kind"], str(p.get("checkpoint", "")), str(p.get("description", "")))
     console.print(t)
-
-
-from nora_bench.selftest import selftest  # noqa: E402  (its own module; registered here)
-
-app.command()(selftest)
 
 
 def main() -> None:  # pragma: no cover
