@@ -429,20 +429,22 @@ class Planner:
             yield from self.move(self.eef - 0.06 * approach, rot, OPEN, tol=0.02, max_steps=20)
             yield from self.home()
         else:
-            rot = self.nearest(down_rot(yaw + math.pi / 2))  # thin side of the hand toward the drawer
-            start = handle + front_dir * 0.04
-            start[2] = handle[2]
+            # Fingers toward the front (tilted like the pull), palm wide along it and outside, so
+            # the hand can follow the front flush with the cabinet without the palm hitting it.
+            rot = self.nearest(down_rot(yaw + math.pi / 2, tilt))
+            approach = rot[:, 2]
             yield from self.grip(CLOSE, self.rot(), steps=8)
-            yield from self.path(start, rot, CLOSE)
-            target = handle + direction * (abs(j["qpos"]) + 0.02)
-            target[2] = handle[2]
+            yield from self.path(handle - 0.06 * approach, rot, CLOSE)
+            yield from self.move(handle - 0.01 * approach, rot, CLOSE, tol=0.008, max_steps=30, speed=0.6)
             for _ in range(80):
                 q = self.s["joints"][joint]["qpos"]
-                if abs(q) < 0.004:
+                if (q - goal_q) * np.sign(far) < -0.001:  # LIBERO counts a drawer closed just past 0
                     break
+                target = self.eef + direction * 0.04
+                target[2] = handle[2]
                 yield self.action_to(target, rot, CLOSE)
-            yield from self.move(self.eef + front_dir * 0.05, rot, CLOSE, tol=0.02, max_steps=20)
-            yield from self.retreat()
+            yield from self.move(self.eef - 0.06 * approach, rot, CLOSE, tol=0.02, max_steps=20)
+            yield from self.home()
 
     def turn_knob(self, fixture: str) -> Iterator[Action]:
         """Turn a knob (hinge about z) to 'on': grip its handle (the tallest part) and twist, the
