@@ -24,12 +24,12 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 TARGETS = {"libero_spatial": 0.98, "libero_object": 0.98, "libero_goal": 0.90, "libero_10": 0.75}
 
 
-def run_suite(suite: str, trials: int, tasks: str | None, workers: int, out: Path) -> float:
+def run_suite(suite: str, trials: str, tasks: str | None, workers: int, out: Path) -> float:
     from nora_bench.cli import resolve_config
     from nora_bench.run.rundir import RunDir
     from nora_bench.run.scheduler import ExecOptions, Scheduler
 
-    config = resolve_config(suite, "scripted", tasks, str(trials), 7, None, None, None, None, False, False, "steps")
+    config = resolve_config(suite, "scripted", tasks, trials, 7, None, None, None, None, False, False, "steps")
     t = time.perf_counter()
     Scheduler(config, RunDir(out), ExecOptions(workers=workers, progress=False)).run()
     return time.perf_counter() - t
@@ -37,7 +37,7 @@ def run_suite(suite: str, trials: int, tasks: str | None, workers: int, out: Pat
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=50, help="init states 0..N-1 per task (50 = all)")
+    ap.add_argument("--trials", default="50", help="N: init states 0..N-1 per task (50 = all), or a list like 10-19")
     ap.add_argument("--suites", default=",".join(TARGETS))
     ap.add_argument("--tasks", default=None, help="task ids, e.g. 0-4 (default: all)")
     ap.add_argument("--workers", type=int, default=2)
@@ -64,7 +64,7 @@ def main() -> None:
         st = suite_table(df).iloc[0]
         summary.append((suite, len(df), int(st["successes"]), st["success_rate"], st["ci95_low"], st["ci95_high"],
                         TARGETS.get(suite, float("nan")), len(unsupported), float(df["env_steps"].mean()), wall))
-    print("\n== scripted expert vs targets (trials per task: %d)" % args.trials)
+    print(f"\n== scripted expert vs targets (trials per task: {args.trials})")
     print(f"{'suite':16} {'episodes':>8} {'success':>8} {'rate':>7} {'95% CI':>15} {'target':>7} {'rate/target':>11} "
           f"{'unsupported':>11} {'mean steps':>10} {'min':>6}")
     for suite, n, k, rate, lo, hi, target, uns, steps, wall in summary:
