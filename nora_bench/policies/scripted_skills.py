@@ -20,6 +20,9 @@ DOWN = np.diag([1.0, -1.0, -1.0])  # top-down hand, fingers closing along world 
 GRIPPER_MAX = 0.075  # widest object the fingers take (m)
 CLEAR = 0.03  # clearance above obstacles while carrying (m)
 PALM_HALF = (0.10, 0.04)  # half extents of the hand across / along the fingers' closing axis (m)
+# To put something in a drawer, open it only this far (m): a fully open top drawer overhangs the
+# table where the object to pick often stands, and blocks the hand's way down to it.
+DRAWER_PUT_OPEN = 0.09
 STALL_STEPS = 8  # a move that has not advanced 2 mm in this many steps is over
 LEAN_FROM = 0.72  # beyond this horizontal distance from the robot's base the hand leans outward (m)
 PALM_ABOVE = 0.045  # the palm's underside above the fingertip point (m)
@@ -361,7 +364,7 @@ class Planner:
         if site is not None and site["joints"]:
             joint = self._slide_joint(target)
             if joint and not self._is_open(joint):
-                yield from self.slide(target, opening=True)
+                yield from self.slide(target, opening=True, amount=DRAWER_PUT_OPEN)
         held = yield from self.pick(obj)
         if not held:
             return
@@ -398,13 +401,13 @@ class Planner:
         far = lo if abs(lo) > abs(hi) else hi
         return abs(j["qpos"] - far) < margin
 
-    def slide(self, region: str, opening: bool) -> Iterator[Action]:
+    def slide(self, region: str, opening: bool, amount: float | None = None) -> Iterator[Action]:
         """Open or close a drawer: take the handle and pull, or push the front."""
         joint = self._slide_joint(region)
         j = self.s["joints"][joint]
         lo, hi = j["range"]
         far = lo if abs(lo) > abs(hi) else hi
-        goal_q = far if opening else 0.0
+        goal_q = (far if amount is None else float(np.sign(far)) * amount) if opening else 0.0
         direction = np.asarray(j["axis"]) * np.sign(goal_q - j["qpos"])  # world motion of the drawer
         boxes = j["boxes"]
         front_dir = np.asarray(j["axis"]) * np.sign(far)
@@ -422,7 +425,7 @@ class Planner:
             dist = abs(goal_q - j["qpos"]) + 0.02
             target = self.eef + direction * dist
             for _ in range(80):
-                if self._is_open(joint, margin=0.006):
+                if abs(self.s["joints"][joint]["qpos"] - goal_q) < 0.006:
                     break
                 yield self.action_to(target, rot, CLOSE) * np.r_[0.5 * np.ones(3), np.ones(4)]
             yield from self.grip(OPEN, rot, steps=10)
