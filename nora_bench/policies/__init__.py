@@ -9,9 +9,9 @@ from nora_bench.policies.base import ActionChunk, Policy, Requirements
 
 # kind -> "module:factory"; imported lazily so that `zero` never pays for torch.
 KINDS: dict[str, str] = {
+    "scripted": "nora_bench.policies.scripted:ScriptedPolicy",  # privileged-state LIBERO expert
     "zero": "nora_bench.policies.trivial:ZeroPolicy",
     "random": "nora_bench.policies.trivial:RandomPolicy",
-    "scripted": "nora_bench.policies.scripted:ScriptedPolicy",
 }
 
 # Preset keys that describe the run rather than the policy object.
