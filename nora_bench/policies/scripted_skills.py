@@ -208,14 +208,14 @@ class Planner:
         in, not at the edge of its reach."""
         base = self.s["base_pos"]
         here = self.eef.copy()
-        up = np.array([here[0], here[1], max(here[2], 1.12)])
+        up = here + np.array([0.0, 0.0, 0.04])
         yield from self.move(up, self.rot(), OPEN, tol=0.02, max_steps=20)
-        target = np.array([base[0] + 0.5, 0.5 * here[1], max(here[2], 1.12)])
+        target = np.array([base[0] + 0.5, 0.5 * here[1], up[2]])
         yield from self.move(target, DOWN, OPEN, tol=0.03, rot_tol=0.15, max_steps=50)
 
     def retreat(self) -> Iterator[Action]:
         up = self.eef.copy()
-        up[2] = max(up[2], 1.10) + 0.06
+        up[2] += 0.08
         yield from self.move(up, self.rot(), OPEN, tol=0.02, max_steps=30)
 
     # -- grasping -----------------------------------------------------------------------------
@@ -340,8 +340,11 @@ class Planner:
         xy = self._free_spot(site, obj)
         parent = site["parent"]
         if kind == "in" and parent in bodies and not bodies[parent]["fixture"]:
-            # A container object (basket): let go above the rim.
-            return xy, bodies[parent]["hi"][2] + 0.02
+            # A container object (basket): let go above the rim; a tall object (a bottle) goes lower,
+            # its middle below the rim, so that it cannot topple out.
+            height = float(bodies[obj]["hi"][2] - bodies[obj]["lo"][2])
+            floor = support_height(self.boxes((obj,)), xy, 0.02) + 0.01
+            return xy, max(floor, bodies[parent]["hi"][2] + 0.02 - max(0.0, height - 0.08))
         return xy, support_height(self.boxes((obj,)), xy, 0.02) + 0.012
 
     def _free_spot(self, site: dict, obj: str) -> np.ndarray:
