@@ -15,6 +15,9 @@ import numpy as np
 from nora_bench.policies.base import ActionChunk, Requirements
 from nora_bench.policies.scripted_skills import Planner
 
+# A policy replica may serve several episodes at once (batching actor); it keeps this many planners.
+MAX_OPEN_EPISODES = 64
+
 
 class ScriptedPolicy:
     """The privileged-state expert; one `Planner` per episode, keyed by the episode key."""
@@ -29,7 +32,10 @@ class ScriptedPolicy:
         self._planners: dict[str, Planner] = {}
 
     def start_episode(self, spec) -> None:
+        self._planners.pop(spec.key, None)
         self._planners[spec.key] = Planner(seed=spec.seed, max_grasp_attempts=self.max_grasp_attempts)
+        while len(self._planners) > MAX_OPEN_EPISODES:  # finished episodes' planners, oldest first
+            self._planners.pop(next(iter(self._planners)))
 
     def act(self, observations) -> list[ActionChunk]:
         out = []
@@ -45,5 +51,3 @@ class ScriptedPolicy:
             out.append(ActionChunk(action[None, :], stop=stop))
         return out
 
-    def end_episode(self, key: str) -> None:
-        self._planners.pop(key, None)

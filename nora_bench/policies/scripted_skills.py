@@ -71,13 +71,10 @@ class Planner:
         goal = self.s["goal"]
         skills = [self._skill_for(p) for p in goal]  # raises Unsupported before any motion
         order = sorted(range(len(goal)), key=lambda i: _ORDER[goal[i][0]])
-        for _round in range(3):
+        for _round in range(3):  # a skill that failed (a dropped object, a slipped handle) gets another go
             for i in order:
-                if self.s["goal_status"][i] and goal[i][0] not in ("in", "on"):
-                    continue
-                if self.s["goal_status"][i]:
-                    continue
-                yield from skills[i]()
+                if not self.s["goal_status"][i]:  # the simulator's own check of this predicate
+                    yield from skills[i]()
             if all(self.s["goal_status"]):
                 break
         while True:  # all done (the env ends the episode on success) or out of ideas: wait
