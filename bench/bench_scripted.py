@@ -6,6 +6,7 @@ episodes.jsonl: everything needed to reproduce it) and prints per-task tables, p
 95% intervals, the unsupported goals, and the ratio measured / target.
 
     .venv/bin/python bench/bench_scripted.py [--trials 50] [--suites libero_spatial,...] [--workers 2]
+    .venv/bin/python bench/bench_scripted.py --render-ratio    # env ms/step without vs with rendering
 """
 
 from __future__ import annotations
@@ -35,6 +36,38 @@ def run_suite(suite: str, trials: str, tasks: str | None, workers: int, out: Pat
     return time.perf_counter() - t
 
 
+def render_ratio(suite: str = "libero_spatial", task: int = 0, trial: int = 0) -> None:
+    """The same expert episode without any rendering (state only) and with the agentview video on,
+    side by side in one env: env time per step and the ratio."""
+    from nora_bench.envs import make_env
+    from nora_bench.episode import EpisodeSpec, ProtocolRun
+    from nora_bench.policies import make_policy
+    from nora_bench.config import load_policy_preset
+    from nora_bench.video import VideoWriter
+
+    env = make_env("libero")
+    rows = []
+    try:
+        for video in (False, True, False, True):  # interleaved: load drifts on a shared machine
+            spec = EpisodeSpec(suite=suite, benchmark=suite, task_id=task, trial=trial, init_state=trial, seed=trial,
+                               max_steps=300, cameras=(), state=True, video_cameras=("agentview",) if video else ())
+            policy = make_policy(load_policy_preset("scripted"))
+            policy.start_episode(spec)
+            writer = VideoWriter() if video else None
+            out = ProtocolRun(env, spec, lambda o: policy.act([o])[0], writer.add if writer else None).run()
+            if writer:
+                writer.finish()
+            rows.append((video, out["success"], out["env_steps"], 1000 * out["timings"]["env_s"] / out["env_steps"]))
+    finally:
+        env.close()
+    for video, ok, steps, ms in rows:
+        print(f"  {'video on ' if video else 'no render'}  success={ok}  steps={steps}  env {ms:6.1f} ms/step")
+    plain = [ms for v, _, _, ms in rows if not v]
+    rendered = [ms for v, _, _, ms in rows if v]
+    print(f"rendering skipped: {sum(plain) / len(plain):.1f} ms/step vs {sum(rendered) / len(rendered):.1f} ms/step "
+          f"with video, ratio {sum(rendered) / sum(plain):.1f}x")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", default="50", help="N: init states 0..N-1 per task (50 = all), or a list like 10-19")
@@ -42,7 +75,11 @@ def main() -> None:
     ap.add_argument("--tasks", default=None, help="task ids, e.g. 0-4 (default: all)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="folder for the run folders (default: results/bench-scripted-<time>)")
+    ap.add_argument("--render-ratio", action="store_true", help="only measure env time per step without / with rendering")
     args = ap.parse_args()
+    if args.render_ratio:
+        render_ratio()
+        return
 
     import pandas as pd
 
