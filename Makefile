@@ -8,7 +8,7 @@ setup-test:
 	@scripts/setup.sh --test
 
 demo: setup
-	.venv/bin/nora-bench run libero_spatial --policy zero --tasks 0,1 --trials 2 --workers 2 --max-steps 60
+	.venv/bin/nora-bench run libero_spatial --policy scripted --tasks 0,1 --trials 2 --workers 2
 
 test: setup-test
 	.venv/bin/python -m pytest -v tests

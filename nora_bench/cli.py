@@ -17,6 +17,7 @@ from rich.text import Text
 from nora_bench import UserError
 from nora_bench.chunking import ChunkRule
 from nora_bench.envs.widowx_sim_server import command as widowx_sim_server_command
+from nora_bench.selftest import selftest
 from nora_bench.config import (STEP_UNITS, RunConfig, load_policy_preset, load_suite, parse_index_list, policy_names,
                                suite_names)
 
@@ -24,6 +25,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Benchmark vision-language-action policies (NORA, NORA-LONG, ...) on LIBERO and a real WidowX.")
 console = Console()
 err_console = Console(stderr=True)
+app.command()(selftest)  # `nora-bench selftest` lives in nora_bench/selftest.py
 
 
 def fail(message: str) -> None:

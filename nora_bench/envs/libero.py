@@ -15,6 +15,7 @@ import numpy as np
 
 from nora_bench import UserError
 from nora_bench.envs.base import Observation, StepResult
+from nora_bench.envs.libero_state import read_state
 from nora_bench.policies.trivial import DUMMY_ACTION
 
 CAMERAS = ("agentview", "robot0_eye_in_hand")
@@ -198,6 +199,7 @@ class LiberoEnv:
         state = None
         if self._want_state:
             state = {k: np.asarray(v) for k, v in raw.items() if not k.endswith("_image")}
+            state.update(read_state(self._env, raw))  # privileged poses, joints, goal: envs/libero_state.py
         return Observation(instruction=self._instruction, episode=self._episode, images=images, state=state)
 
     @property

@@ -9,6 +9,7 @@ from nora_bench.policies.base import ActionChunk, Policy, Requirements
 
 # kind -> "module:factory"; imported lazily so that `zero` never pays for torch.
 KINDS: dict[str, str] = {
+    "scripted": "nora_bench.policies.scripted:ScriptedPolicy",  # privileged-state LIBERO expert
     "zero": "nora_bench.policies.trivial:ZeroPolicy",
     "random": "nora_bench.policies.trivial:RandomPolicy",
     "nora": "nora_bench.policies.nora:NoraPolicy",

@@ -1,0 +1,53 @@
+"""A scripted expert that solves LIBERO tasks from privileged simulator state.
+
+It reads the task's BDDL goal and the poses of objects, fixtures and joints (envs/libero_state.py)
+and plans in the same 7-D delta end-effector action space the VLAs use, one action per query.
+Each goal predicate becomes a skill (scripted_skills.py): pick-and-place for On / In, pull a
+handle for Open, push a drawer front for Close, push a knob round for TurnOn. A predicate the
+expert has no skill for ends the episode with the termination reason `policy_stop` and the error
+"unsupported: ..." so it is counted, never silently failed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from nora_bench.policies.base import ActionChunk, Requirements
+from nora_bench.policies.scripted_skills import Planner
+
+# A policy replica may serve several episodes at once (batching actor); it keeps this many planners.
+MAX_OPEN_EPISODES = 64
+
+
+class ScriptedPolicy:
+    """The privileged-state expert; one `Planner` per episode, keyed by the episode key."""
+
+    def __init__(self, cameras: list[str] | tuple[str, ...] = (), state: bool = True, max_grasp_attempts: int = 3):
+        if not state:
+            from nora_bench import UserError
+
+            raise UserError("the scripted policy needs privileged state: set `state: true` in its preset")
+        self.requirements = Requirements(cameras=tuple(cameras), state=True)
+        self.max_grasp_attempts = max_grasp_attempts
+        self._planners: dict[str, Planner] = {}
+
+    def start_episode(self, spec) -> None:
+        self._planners.pop(spec.key, None)
+        self._planners[spec.key] = Planner(seed=spec.seed, max_grasp_attempts=self.max_grasp_attempts)
+        while len(self._planners) > MAX_OPEN_EPISODES:  # finished episodes' planners, oldest first
+            self._planners.pop(next(iter(self._planners)))
+
+    def act(self, observations) -> list[ActionChunk]:
+        out = []
+        for obs in observations:
+            if obs.state is None or "bodies" not in obs.state:
+                out.append(ActionChunk(np.zeros((1, 7)), stop="unsupported: the env gives no privileged state "
+                                       "(the scripted expert runs on LIBERO only)"))
+                continue
+            planner = self._planners.get(obs.episode)
+            if planner is None:  # an episode started without start_episode: plan with a fixed seed
+                planner = self._planners[obs.episode] = Planner(seed=0, max_grasp_attempts=self.max_grasp_attempts)
+            action, stop = planner.step(obs.state)
+            out.append(ActionChunk(action[None, :], stop=stop))
+        return out
+
