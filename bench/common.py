@@ -22,8 +22,9 @@ def timer(store: dict, name: str):
 
 
 def harness_run(suite: str, policy: str, tasks: str, trials: int, max_steps: int, workers: int,
-                video: bool = True, **exec_kw) -> float:
-    """Wall seconds of one `nora-bench run` (Ray start included) into a fresh folder."""
+                video: bool = True, records: list | None = None, **exec_kw) -> float:
+    """Wall seconds of one `nora-bench run` (Ray start included) into a fresh folder; the episode
+    records are appended to `records` when given."""
     from nora_bench.cli import resolve_config
     from nora_bench.run.rundir import RunDir
     from nora_bench.run.scheduler import ExecOptions, Scheduler
@@ -32,7 +33,10 @@ def harness_run(suite: str, policy: str, tasks: str, trials: int, max_steps: int
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
         Scheduler(config, RunDir(Path(d) / "run"), ExecOptions(workers=workers, progress=False, **exec_kw)).run()
-        return time.perf_counter() - t
+        wall = time.perf_counter() - t
+        if records is not None:
+            records.extend(RunDir(Path(d) / "run").records())
+        return wall
 
 
 def table(rows: list[tuple], header: tuple) -> None:
