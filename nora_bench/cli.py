@@ -23,7 +23,8 @@ from nora_bench.config import (STEP_UNITS, RunConfig, load_policy_preset, load_s
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark vision-language-action policies (NORA, NORA-LONG, ...) on LIBERO and a real WidowX.")
-console = Console()
+# Piped output (logs, `make demo`) would otherwise be cut to 80 columns and wrap the tables.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 app.command()(selftest)  # `nora-bench selftest` lives in nora_bench/selftest.py
 
