@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +25,7 @@ from nora_bench.config import (STEP_UNITS, RunConfig, load_policy_preset, load_s
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark vision-language-action policies (NORA, NORA-LONG, ...) on LIBERO and a real WidowX.")
 # Piped output (logs, `make demo`) would otherwise be cut to 80 columns and wrap the tables.
-console = Console(width=None if sys.stdout.isatty() else 160)
+console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 err_console = Console(stderr=True)
 app.command()(selftest)  # `nora-bench selftest` lives in nora_bench/selftest.py
 
@@ -170,7 +171,8 @@ def run(
         already = len(rd.done_keys() & {spec.key for spec in expand(config)}) if rd.exists() else 0
         console.print(f"[bold]{config.suite['name']}[/] x [bold]{config.policy['name']}[/]: {len(config.tasks)} task(s) x "
                       f"{len(config.trials)} trial(s) = {total} episodes, limit {config.max_steps} {config.step_unit}, "
-                      f"chunk rule {config.chunk_exec} -> {out}" + (f" (resuming: {already} done)" if already else ""))
+                      f"chunk rule {config.chunk_exec} -> {out}" + (f" (resuming: {already} done)" if already else ""),
+                      soft_wrap=True)
         options = ExecOptions(workers=workers, ray_address=ray_address, max_attempts=max_attempts, verbose=verbose,
                               policy_mode=policy_mode, policy_replicas=policy_replicas, policy_gpus=policy_gpus,
                               max_batch_size=max_batch, max_wait_ms=max_wait_ms, render_threads=render_threads)
