@@ -242,9 +242,7 @@ class Scheduler:
                 outcome, video = {"success": None, "termination": ERROR, "error": cause}, None
             except RayError as e:
                 outcome, video = {"success": None, "termination": ERROR, "error": f"{type(e).__name__}: {e}"}, None
-            if outcome["termination"] == ERROR:
-                p.errors.append(outcome["error"])
-            if outcome["termination"] == ERROR and p.attempts < self.options.max_attempts:
+            if self._retry(p, outcome):
                 queue.insert(0, p)
             else:
                 self._finish(p, outcome, video, on_result)
@@ -264,14 +262,18 @@ class Scheduler:
                 while True:
                     p.attempts += 1
                     outcome, video = worker.run(p.spec)
-                    if outcome["termination"] != ERROR:
-                        break
-                    p.errors.append(outcome["error"])
-                    if p.attempts >= self.options.max_attempts:
+                    if not self._retry(p, outcome):
                         break
                 self._finish(p, outcome, video, on_result)
         finally:
             worker.shutdown()
+
+    def _retry(self, p: _Pending, outcome: dict) -> bool:
+        """Note an errored attempt; True if the episode gets another one."""
+        if outcome["termination"] != ERROR:
+            return False
+        p.errors.append(outcome["error"])
+        return p.attempts < self.options.max_attempts
 
     def _finish(self, p: _Pending, outcome: dict, video: bytes | None, on_result) -> None:
         record = self._record(p, outcome, video)
