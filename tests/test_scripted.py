@@ -16,7 +16,7 @@ from nora_bench.envs.base import Observation
 from nora_bench.episode import EpisodeSpec, ProtocolRun
 from nora_bench.policies import make_policy
 
-LIMITS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520}
+LIMITS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
 
 
 def spec(suite: str, task: int, trial: int = 0, state: bool = True, **kw) -> EpisodeSpec:
@@ -80,6 +80,7 @@ def test_privileged_state_only_when_asked_and_no_rendering(env):
     ("libero_goal", 0, "open a drawer (Open)"),
     ("libero_goal", 7, "turn the stove knob (TurnOn)"),
     ("libero_goal", 5, "push a plate onto a table region"),
+    ("libero_10", 9, "carry a mug into a microwave by its handle, then swing the door shut (In box, Close door)"),
 ])
 def test_expert_solves_each_skill(env, suite, task, what):
     out = run_episode(env, spec(suite, task))
@@ -104,10 +105,10 @@ def test_expert_is_deterministic(env):
 
 
 def test_unsupported_goal_is_reported_not_failed(env):
-    # libero_10 task 9 ends with (Close microwave_1): a hinged door the expert has no skill for.
-    out = run_episode(env, spec("libero_10", 9))
+    # libero_90 task 35 is (Open microwave_1): pulling a shut door open by its handle is not a skill.
+    out = run_episode(env, spec("libero_90", 35))
     assert out["termination"] == "policy_stop" and out["success"] is False
-    assert out["error"].startswith("unsupported: no skill for goal predicate close microwave_1")
+    assert out["error"].startswith("unsupported: no skill for goal predicate open microwave_1")
     assert out["env_steps"] == 0  # it says so before moving
 
 

@@ -26,6 +26,8 @@ DRAWER_PUT_OPEN = 0.09
 STALL_STEPS = 8  # a move that has not advanced 2 mm in this many steps is over
 LEAN_FROM = 0.72  # beyond this horizontal distance from the robot's base the hand leans outward (m)
 PALM_ABOVE = 0.045  # the palm's underside above the fingertip point (m)
+INSERT_TILT = 0.5  # fingers this far below level (rad) when carrying a mug into a box by its handle
+DOOR_WIDE = 1.75  # open a door this far (rad) before carrying something in
 HOLD_MIN_QPOS = 0.0012  # finger joint above this when closed: something is between the fingers (a bowl rim gives ~0.002)
 
 Action = np.ndarray
@@ -71,10 +73,13 @@ class Planner:
         goal = self.s["goal"]
         skills = [self._skill_for(p) for p in goal]  # raises Unsupported before any motion
         order = sorted(range(len(goal)), key=lambda i: _ORDER[goal[i][0]])
-        for _round in range(3):  # a skill that failed (a dropped object, a slipped handle) gets another go
+        for _round in range(2):
             for i in order:
-                if not self.s["goal_status"][i]:  # the simulator's own check of this predicate
-                    yield from skills[i]()
+                # A skill that failed (a dropped object, a slipped handle) gets another go at once,
+                # before the next one can spoil its chances (a door swung shut on a dropped mug).
+                for _try in range(2):
+                    if not self.s["goal_status"][i]:  # the simulator's own check of this predicate
+                        yield from skills[i]()
             if all(self.s["goal_status"]):
                 break
         while True:  # all done (the env ends the episode on success) or out of ideas: wait
@@ -89,11 +94,17 @@ class Planner:
                 raise Unsupported(f"{kind}({obj}, {target}): {obj} is not a movable object")
             if "plate" in obj and target in self.s["sites"] and self.s["sites"][target]["parent"] is None:
                 return lambda: self.push_to(obj, target)
+            if kind == "in" and self._door_of(target):
+                if self._handle_out(obj, target) is None:
+                    raise Unsupported(f"in({obj}, {target}): only a mug whose handle faces the box's opening goes in")
+                return lambda: self.insert(obj, target)
             return lambda: self.pick_place(obj, target, kind)
         if kind == "open" and self._slide_joint(pred[1]):
             return lambda: self.slide(pred[1], opening=True)
         if kind == "close" and self._slide_joint(pred[1]):
             return lambda: self.slide(pred[1], opening=False)
+        if kind == "close" and self._door_joint(pred[1]):
+            return lambda: self.swing_shut(pred[1])
         if kind == "turnon" and self._hinge_joint(pred[1]):
             return lambda: self.turn_knob(pred[1])
         raise Unsupported(f"no skill for goal predicate {' '.join(pred)}")
@@ -121,6 +132,34 @@ class Planner:
     def _hinge_joint(self, fixture: str) -> str | None:
         names = [j for j, v in self.s["joints"].items() if v["body"] == fixture and v["type"] == "hinge"]
         return names[0] if names else None
+
+    def _door_joint(self, fixture: str) -> str | None:
+        """A hinge about a vertical axis that closes at 0 (a microwave or cabinet door, not a knob)."""
+        for j, v in self.s["joints"].items():
+            if v["body"] == fixture and v["type"] == "hinge" and abs(v["axis"][2]) > 0.9 and 0.0 in v["range"]:
+                if np.ptp(v["boxes"][:, :, :2].reshape(-1, 2), axis=0).max() > 0.15:  # a door is wide; a knob is not
+                    return j
+        return None
+
+    def _door_of(self, region: str) -> str | None:
+        site = self.s["sites"].get(region)
+        parent = site["parent"] if site else None
+        return self._door_joint(parent) if parent in self.s["bodies"] else None
+
+    def door_frame(self, joint: str) -> tuple[np.ndarray, np.ndarray, float]:
+        """(r0, m0, length): the door leaf's direction from the hinge when shut, the direction its
+        free edge moves as it shuts, and its length (xy unit vectors)."""
+        j = self.s["joints"][joint]
+        anchor = np.asarray(j["anchor"])[:2]
+        centres = j["boxes"].mean(1)[:, :2]
+        far = j["boxes"][:, :, :2].reshape(-1, 2)
+        r = centres[int(np.argmax(np.linalg.norm(centres - anchor, axis=1)))] - anchor
+        r /= np.linalg.norm(r)
+        sense = float(np.sign(j["axis"][2]))  # a positive qpos turns the leaf about +z (or -z)
+        r0 = _rot2(-sense * j["qpos"]) @ r
+        shut = -float(np.sign(j["qpos"])) * sense or 1.0  # turning toward qpos 0
+        m0 = shut * np.array([-r0[1], r0[0]])
+        return r0, m0, float(np.linalg.norm(far - anchor, axis=1).max())
 
     def boxes(self, exclude: tuple[str, ...] = ()) -> np.ndarray:
         """World boxes (n, 2, 3) of every body but `exclude`; joints' moving parts as their own boxes."""
@@ -520,6 +559,148 @@ class Planner:
                 push = self.eef[:2] + u * min(0.03, float(np.linalg.norm(d))) - side
                 yield self.action_to(np.array([push[0], push[1], z - 0.004]), rot, CLOSE)
             yield from self.retreat()
+
+    def _handle_out(self, obj: str, region: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """(n, handle boxes): the opening's outward direction (xy) and the parts of `obj`'s handle,
+        if it has one that faces the opening of `region`'s box; else None."""
+        joint = self._door_of(region)
+        r0, _, _ = self.door_frame(joint)
+        anchor = np.asarray(self.s["joints"][joint]["anchor"])[:2]
+        n = np.array([-r0[1], r0[0]])  # across the shut door's line, away from the box's centre
+        if n @ (self.s["sites"][region]["pos"][:2] - anchor) > 0:
+            n = -n
+        b = self.body(obj)
+        out = b["boxes"].mean(1)[:, :2] - b["pos"][:2]
+        dist = np.linalg.norm(out, axis=1)
+        if dist.max() < 0.045 or (out[int(np.argmax(dist))] / dist.max()) @ n < 0.7:
+            return None
+        return n, b["boxes"][(dist > 0.045) & (out @ n > 0.03)]
+
+    def insert(self, obj: str, region: str) -> Iterator[Action]:
+        """Put a mug into a box with a door (a microwave): the hand cannot go in above it, so take
+        the handle from the side, fingers pointing into the box, carry the mug in level, let go on
+        the floor and back out."""
+        found = self._handle_out(obj, region)
+        if found is None:
+            self.log.append(f"{obj}: its handle no longer faces the opening")
+            return
+        n, handle = found
+        joint = self._door_of(region)
+        if abs(self.s["joints"][joint]["qpos"]) < DOOR_WIDE - 0.2:
+            # A door open less than square: the hand, wide across the handle, would catch its edge.
+            yield from self.swing(joint, float(np.sign(self.s["joints"][joint]["qpos"])) * DOOR_WIDE)
+        site = self.s["sites"][region]
+        anchor = np.asarray(self.s["joints"][joint]["anchor"])
+        along = handle.mean(1)[:, :2] @ n
+        lateral = np.array([n[1], -n[0]])
+        side = float(handle.mean(1)[:, :2].mean(0) @ lateral)
+        top = float(handle[:, 1, 2].max())
+        p = float(along.min() + 0.5 * (along.max() - along.min())) * n + side * lateral
+        grasp = np.array([p[0], p[1], top - 0.008])
+        # Fingers into the box and down by INSERT_TILT, closing across the handle (along
+        # `lateral`): the wrist stays above whatever stands behind the mug.
+        tilt = INSERT_TILT
+        zh = np.array([-n[0] * math.cos(tilt), -n[1] * math.cos(tilt), -math.sin(tilt)])
+        yh = np.array([lateral[0], lateral[1], 0.0])
+        rot = np.column_stack([np.cross(yh, zh), yh, zh])
+        z0 = self.body(obj)["pos"][2]
+        yield from self.path(grasp + 0.10 * np.r_[n, 0.0] + np.array([0, 0, 0.03]), rot, OPEN, exclude=(obj,))
+        yield from self.move(grasp + 0.10 * np.r_[n, 0.0], rot, OPEN, tol=0.01, max_steps=40, speed=0.6)
+        yield from self.move(grasp, rot, OPEN, tol=0.006, max_steps=40, speed=0.4)
+        yield from self.grip(CLOSE, rot, steps=12)
+        # Floor of the box: the highest part of the parent under the region's centre, below it.
+        parent = self.body(site["parent"])["boxes"]
+        c = site["pos"]
+        under = (parent[:, 0, 0] <= c[0]) & (parent[:, 1, 0] >= c[0]) & (parent[:, 0, 1] <= c[1]) \
+            & (parent[:, 1, 1] >= c[1]) & (parent[:, 1, 2] < c[2])
+        floor = float(parent[under, 1, 2].max()) if under.any() else float(c[2] - site["size"][2])
+        b = self.body(obj)
+        below = self.eef[2] - b["lo"][2]
+        lift = self.eef.copy()
+        lift[2] = floor + 0.015 + below
+        yield from self.move(lift, rot, CLOSE, tol=0.01, max_steps=40, speed=0.5)
+        if not self.holding(obj, z0):
+            self.log.append(f"{obj}: handle grasp failed")
+            yield from self.grip(OPEN, rot, steps=10)
+            yield from self.move(self.eef + 0.10 * np.r_[n, 0.0], rot, OPEN, tol=0.02, max_steps=30)
+            yield from self.home()
+            return
+        b = self.body(obj)
+        ext = b["boxes"][:, :, :2].reshape(-1, 2) - b["pos"][:2]
+        front_off, back_off = float((ext @ n).max()), float((-ext @ n).max())
+        front = float(anchor[:2] @ n)
+        back_wall = parent[(parent[:, 0, 2] < floor + 0.05) & (parent[:, 1, 2] > floor + 0.05)]
+        deep = [float(bx @ n) for bx in back_wall.reshape(-1, 2, 3)[:, :, :2].reshape(-1, 2)
+                if float(bx @ n) < float(c[:2] @ n)]
+        back = max(deep) if deep else float(c[:2] @ n) - float(site["size"][1])
+        # Deep in, just off the back wall: a mug carried by its handle lags a little, and a handle
+        # left across the door's line stops it from shutting.
+        s_goal = min(back + back_off + 0.008, front - front_off - 0.01)
+        t_goal = float(c[:2] @ lateral)
+        offset = self.eef - b["pos"]
+        goal_xy = s_goal * n + t_goal * lateral + offset[:2]
+        rel0 = b["pos"] - self.eef
+        in_hand = lambda: np.linalg.norm(self.body(obj)["pos"] - self.eef - rel0) < 0.04  # noqa: E731
+        outside = goal_xy + 0.12 * n
+        yield from self.move([outside[0], outside[1], lift[2]], rot, CLOSE, tol=0.01, max_steps=80, speed=0.5, guard=in_hand)
+        yield from self.move([goal_xy[0], goal_xy[1], lift[2]], rot, CLOSE, tol=0.006, max_steps=60, speed=0.3, guard=in_hand)
+        yield from self.grip(OPEN, rot, steps=10)
+        yield from self.move(self.eef + 0.12 * np.r_[n, 0.0], rot, OPEN, tol=0.02, max_steps=40, speed=0.5)
+        # Straight up, not home: the way home crosses the open door's swing.
+        yield from self.move(self.eef + np.array([0.0, 0.0, 0.12]), DOWN, OPEN, tol=0.02, rot_tol=0.2, max_steps=40)
+
+    def swing_shut(self, fixture: str) -> Iterator[Action]:
+        yield from self.swing(self._door_joint(fixture), 0.0)
+
+    def swing(self, joint: str, goal_q: float) -> Iterator[Action]:
+        """Swing a hinged door to `goal_q`: closed fingers against the leaf (its outer face to shut
+        it, its inner face to open it further), following it round the hinge."""
+        for attempt in range(2):
+            j = self.s["joints"][joint]
+            anchor = np.asarray(j["anchor"])
+            r0, m0, length = self.door_frame(joint)
+            sense = float(np.sign(j["axis"][2]))
+            shutting = abs(goal_q) < abs(j["qpos"])
+            side = 1.0 if shutting else -1.0  # which side of the leaf the hand pushes from
+            # Half way along the leaf: the hand, wide along it, then clears the box's control panel
+            # beside a shut door and what stands in front of an open one.
+            rho = 0.5 * length
+            z = float(j["boxes"][:, 0, 2].min()) + 0.05
+
+            def contact(q: float, outside: float) -> tuple[np.ndarray, np.ndarray]:
+                """Where the fingertips go: `outside` the hinge's line, on the pushing side."""
+                r = _rot2(sense * q) @ r0
+                m = _rot2(sense * q) @ m0
+                xy = anchor[:2] + rho * r - side * outside * m
+                yaw = math.atan2(-r[0], r[1])  # closing axis along the leaf: the hand flat against it
+                return np.array([xy[0], xy[1], z]), down_rot(yaw)
+
+            p, rot = contact(j["qpos"], outside=0.045 if shutting else 0.04)
+            yield from self.grip(CLOSE, self.rot(), steps=6)
+            yield from self.path(p, rot, CLOSE)
+            for _ in range(120):
+                q = self.s["joints"][joint]["qpos"]
+                if abs(q - goal_q) < 0.004 or (not shutting and abs(q) > abs(goal_q)):
+                    break
+                lead = float(np.clip(goal_q - q, -0.25, 0.25))
+                # Aim well into the leaf: the last centimetres of a shut need a firm push (the OSC
+                # pushes in proportion to the error).
+                target, rot = contact(q + lead, outside=-0.035 if shutting else 0.0)
+                yield self.action_to(target, rot, CLOSE)
+            m = _rot2(sense * self.s["joints"][joint]["qpos"]) @ m0
+            yield from self.move(self.eef - side * 0.06 * np.r_[m, 0.0], self.rot(), CLOSE, tol=0.02, max_steps=20)
+            yield from self.retreat()
+            if shutting:
+                yield from self.home()
+            q = self.s["joints"][joint]["qpos"]
+            if abs(q - goal_q) < 0.005 or (not shutting and abs(q) >= abs(goal_q) - 0.05):
+                return
+
+
+def _rot2(angle: float) -> np.ndarray:
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, -s], [s, c]])
+
 
 _ORDER = {"open": 0, "turnon": 1, "in": 2, "on": 2, "close": 3}
 
