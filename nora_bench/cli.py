@@ -127,6 +127,7 @@ def run(
     robot_port: Optional[int] = typer.Option(None, help="Real-robot suites: port of the WidowX server (default: the suite's, 5556)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: results/<suite>-<policy>-<time>). An existing run folder with the same settings is resumed."),
     resume: Optional[Path] = typer.Option(None, help="Resume this run folder: run exactly the episodes it is missing."),
+    retry_errors: bool = typer.Option(False, "--retry-errors", help="On resume, also run again the episodes recorded as `error` (env or worker failures; their old records stay in the file)."),
     ray_address: Optional[str] = typer.Option(None, help="Join an existing Ray cluster (auto or HOST:PORT) instead of starting one."),
     max_attempts: int = typer.Option(3, help="Attempts per episode when a worker dies or the env raises."),
     policy_mode: str = typer.Option("auto", help="Where the policy runs: local (in each env worker), actor (batching policy actors), auto (the preset's choice)."),
@@ -168,14 +169,15 @@ def run(
         operator = apply_robot_options(config, robot_host, robot_port)
         rd = RunDir(out)
         total = len(config.tasks) * len(config.trials)
-        already = len(rd.done_keys() & {spec.key for spec in expand(config)}) if rd.exists() else 0
+        already = len(rd.done_keys(retry_errors) & {spec.key for spec in expand(config)}) if rd.exists() else 0
         console.print(f"[bold]{config.suite['name']}[/] x [bold]{config.policy['name']}[/]: {len(config.tasks)} task(s) x "
                       f"{len(config.trials)} trial(s) = {total} episodes, limit {config.max_steps} {config.step_unit}, "
                       f"chunk rule {config.chunk_exec} -> {out}" + (f" (resuming: {already} done)" if already else ""),
                       soft_wrap=True)
         options = ExecOptions(workers=workers, ray_address=ray_address, max_attempts=max_attempts, verbose=verbose,
                               policy_mode=policy_mode, policy_replicas=policy_replicas, policy_gpus=policy_gpus,
-                              max_batch_size=max_batch, max_wait_ms=max_wait_ms, render_threads=render_threads)
+                              max_batch_size=max_batch, max_wait_ms=max_wait_ms, render_threads=render_threads,
+                              retry_errors=retry_errors)
         options.uses_policy_actor(config.policy)  # validates --policy-mode before anything starts
         scheduler = Scheduler(config, rd, options)
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
@@ -197,7 +199,8 @@ def run(
         print_tables(df)
         errored = int(df["success"].isna().sum()) if not df.empty else 0
         if errored:
-            console.print(f"[yellow]{errored} episode(s) errored: see the `error` column of {out / 'episodes.jsonl'}")
+            console.print(f"[yellow]{errored} episode(s) errored: see the `error` column of {out / 'episodes.jsonl'}; "
+                          "to run them again, repeat the command with --retry-errors")
         console.print(f"records: {out / 'episodes.jsonl'}   videos: {out / 'videos'}")
     except UserError as e:
         fail(str(e))

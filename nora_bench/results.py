@@ -25,11 +25,11 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
 
 
 def load(run_dir: str | Path) -> pd.DataFrame:
-    """One row per recorded episode of a run folder (nested timings flattened to `time_*`)."""
+    """One row per episode of a run folder, its newest record (nested timings flattened to `time_*`)."""
     rd = RunDir(run_dir)
     if not rd.exists():
         raise UserError(f"{run_dir} is not a nora-bench run folder (no {RunDir.CONFIG}): pass the folder `nora-bench run` wrote")
-    records = rd.records()
+    records = rd.latest()
     df = pd.DataFrame.from_records(records)
     if df.empty:
         return df

@@ -12,6 +12,8 @@ import psutil
 from conftest import REPO, run_cli
 from nora_bench import results
 from nora_bench.cli import resolve_config
+from nora_bench.episode import InfrastructureError
+from nora_bench.policies.trivial import ZeroPolicy
 from nora_bench.run.rundir import RunDir
 from nora_bench.run.scheduler import ExecOptions, Scheduler
 
@@ -97,6 +99,41 @@ def test_episode_that_keeps_failing_is_recorded_as_errored(tmp_path, ray_local):
     assert (df["attempts"] == 2).all()
     assert df["error"].str.contains("unknown LIBERO benchmark").all()
     assert results.suite_table(df).iloc[0]["errored"] == 2
+
+
+class FlakyEnvPolicy(ZeroPolicy):
+    """Fails like a broken env on trial 1 while the file `flag` exists."""
+
+    def __init__(self, flag: str, **kw):
+        super().__init__(**kw)
+        self.flag = flag
+
+    def act(self, observations):
+        if os.path.exists(self.flag) and any(o.episode.endswith("trial01") for o in observations):
+            raise InfrastructureError("simulated env failure")
+        return super().act(observations)
+
+
+def test_retry_errors_reruns_only_errored_episodes_and_keeps_their_history(tmp_path):
+    flag = tmp_path / "broken"
+    flag.touch()
+    cfg = config(policy="zero", trials=2, steps=5)
+    cfg.policy = {**cfg.policy, "name": "flaky", "kind": "test_faults:FlakyEnvPolicy", "flag": str(flag)}
+    rd = RunDir(tmp_path / "run")
+    options = ExecOptions(in_process=True, max_attempts=2, progress=False)
+    assert Scheduler(cfg, rd, options).run() == 2
+    df = results.load(rd.path)
+    assert df.set_index("trial")["termination"].to_dict() == {0: "step_limit", 1: "error"}
+    # A plain resume counts the errored episode as done; --retry-errors runs it (and only it) again.
+    assert Scheduler(cfg, rd, options).run() == 0
+    flag.unlink()
+    options.retry_errors = True
+    assert Scheduler(cfg, rd, options).run() == 1
+    df = results.load(rd.path)
+    assert len(df) == 2 and df.set_index("trial")["termination"].to_dict() == {0: "step_limit", 1: "step_limit"}
+    history = [(r["trial"], r["termination"]) for r in rd.records()]
+    assert history == [(0, "step_limit"), (1, "error"), (1, "step_limit")]  # the error record is kept
+    assert Scheduler(cfg, rd, options).run() == 0
 
 
 def test_killed_driver_then_resume_equals_a_clean_run(tmp_path):

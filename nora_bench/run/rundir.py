@@ -117,8 +117,18 @@ class RunDir:
                 continue
         return out
 
-    def done_keys(self) -> set[str]:
-        return {r["key"] for r in self.records()}
+    def latest(self) -> list[dict]:
+        """The newest record of each episode, in first-run order (a retried episode's earlier
+        `error` records stay in the file, superseded)."""
+        by_key: dict[str, dict] = {}
+        for r in self.records():
+            by_key[r["key"]] = r  # a dict keeps a key's first position when its value is replaced
+        return list(by_key.values())
+
+    def done_keys(self, retry_errors: bool = False) -> set[str]:
+        """Episodes with a result; with `retry_errors`, those whose newest record is an `error`
+        (the env or worker failed, not the policy) count as not done."""
+        return {r["key"] for r in self.latest() if not (retry_errors and r.get("termination") == "error")}
 
     def append(self, record: dict) -> None:
         line = json.dumps(record, default=_json_default) + "\n"

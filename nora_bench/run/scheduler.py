@@ -50,6 +50,8 @@ class ExecOptions:
     max_wait_ms: float = 5.0
     # llvmpipe threads per env worker (None: Mesa's default, one per core)
     render_threads: int | None = None
+    # On resume, run again the episodes recorded as `error` (the env or worker failed, not the policy)
+    retry_errors: bool = False
 
     def uses_policy_actor(self, preset: dict) -> bool:
         mode = preset.get("serve", "local") if self.policy_mode == "auto" else self.policy_mode
@@ -149,7 +151,7 @@ class Scheduler:
     def run(self, on_result=None) -> int:
         """Run the episodes missing from the run folder. Returns how many were run."""
         resumed = self.run_dir.open(self.config, self.versions)
-        done = self.run_dir.done_keys() if resumed else set()
+        done = self.run_dir.done_keys(self.options.retry_errors) if resumed else set()
         todo = [_Pending(s) for s in expand(self.config) if s.key not in done]
         if not todo:
             return 0

@@ -61,8 +61,10 @@ class EnvWorker:
             out.update(self.env.info)
             out["env_info"] = self.env.episode_info()
         except InfrastructureError as e:
-            # The env is fine; the policy actor died. Wait for Ray to restart it, then re-run.
-            self._wait_for_policy()
+            # The env is fine; the policy actor (or a server the policy talks to) failed. Wait for
+            # Ray to restart an actor, then re-run.
+            if self.policy_actor is not None:
+                self._wait_for_policy()
             out = {"success": None, "termination": ERROR, "error": str(e)}
         except Exception as e:
             # The env may be in any state now: rebuild it for the next episode.
