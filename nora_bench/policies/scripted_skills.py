@@ -23,11 +23,14 @@ PALM_HALF = (0.10, 0.04)  # half extents of the hand across / along the fingers'
 # To put something in a drawer, open it only this far (m): a fully open top drawer overhangs the
 # table where the object to pick often stands, and blocks the hand's way down to it.
 DRAWER_PUT_OPEN = 0.09
+DRAWER_PUT_FRONT = 0.6  # how far toward its front (0 centre, 1 against it) a load goes into a drawer that shuts after
 STALL_STEPS = 8  # a move that has not advanced 2 mm in this many steps is over
 LEAN_FROM = 0.72  # beyond this horizontal distance from the robot's base the hand leans outward (m)
 PALM_ABOVE = 0.045  # the palm's underside above the fingertip point (m)
 INSERT_TILT = 0.5  # fingers this far below level (rad) when carrying a mug into a box by its handle
 DOOR_WIDE = 1.75  # open a door this far (rad) before carrying something in
+RIM_PRECLOSE_STEPS = 3  # close steps from wide open that leave the fingers about 5 cm apart
+RIM_HALF_GAP = 0.028  # each finger's distance from the grasp point when half open (m)
 HOLD_MIN_QPOS = 0.0012  # finger joint above this when closed: something is between the fingers (a bowl rim gives ~0.002)
 
 Action = np.ndarray
@@ -98,6 +101,8 @@ class Planner:
                 if self._handle_out(obj, target) is None:
                     raise Unsupported(f"in({obj}, {target}): only a mug whose handle faces the box's opening goes in")
                 return lambda: self.insert(obj, target)
+            if not self.grasp_candidates(obj):
+                raise Unsupported(f"{kind}({obj}, {target}): no grasp of {obj} fits the gripper")
             return lambda: self.pick_place(obj, target, kind)
         if kind == "open" and self._slide_joint(pred[1]):
             return lambda: self.slide(pred[1], opening=True)
@@ -266,7 +271,7 @@ class Planner:
         # The arm runs out of reach about 0.75 m out at table height: take the near side.
         reach = lambda p: 1.0 * float(np.linalg.norm(p[:2] - base))  # noqa: E731
         cands = []
-        if any(k in obj for k in ("bowl", "mug", "moka", "basket")):
+        if _hollow(obj):
             # Hollow or handled things: take the rim / wall, closing radially.
             rx, ry = 0.5 * (hi[:2] - lo[:2])
             radius = max(0.02, min(rx, ry) - 0.012)
@@ -281,7 +286,7 @@ class Planner:
                 for sign in (1, -1):
                     p = np.array([b["pos"][0], b["pos"][1], hi[2] - depth])
                     p[:2] += sign * radius * u[:2]
-                    cost = 10 * hand_collision(neighbours, p, rot) + 0.02 * abs(yaw) + reach(p)
+                    cost = 10 * hand_collision(neighbours, p, rot, half_gap=RIM_HALF_GAP) + 0.02 * abs(yaw) + reach(p)
                     cands.append((cost, p, rot))
         else:
             depth = min(0.045, 0.5 * height)
@@ -338,17 +343,26 @@ class Planner:
         Returns True when the object is held."""
         tried: list[tuple[np.ndarray, np.ndarray]] = []
         for attempt in range(self.max_grasp_attempts):
-            cands = [c for c in self.grasp_candidates(obj) if not any(_similar(c, t) for t in tried)]
-            if not cands:
-                cands = self.grasp_candidates(obj)
-            if not cands:
-                raise Unsupported(f"no grasp of {obj} fits the gripper")
-            p, rot = cands[0] if attempt == 0 else cands[int(self.rng.integers(0, min(3, len(cands))))]
+            every = self.grasp_candidates(obj)
+            if not every:
+                self.log.append(f"no grasp of {obj} fits the gripper now")  # e.g. it fell on its side
+                return False
+            # After a failure, the best grasp from a clearly different direction (what blocked the
+            # hand is likely to block a grasp turned 15 degrees as well), then any untried one.
+            cands = [c for c in every if not any(_yaw_gap(c[1], t[1]) < math.radians(40) for t in tried)]
+            cands = cands or [c for c in every if not any(_similar(c, t) for t in tried)] or every
+            p, rot = cands[0] if attempt == 0 else cands[int(self.rng.integers(0, min(2, len(cands))))]
             tried.append((p, rot))
             z0 = self.body(obj)["pos"][2]
             above = p + np.array([0, 0, 0.08])
             yield from self.path(above, rot, OPEN, exclude=(obj,))
-            yield from self.move(p, rot, OPEN, tol=0.006, max_steps=50, speed=0.6)
+            grip = OPEN
+            if _hollow(obj):
+                # A rim needs no wide-open hand: half open, the outer finger stays clear of walls
+                # close around the bowl (a drawer's). The gripper's command then holds at 0.
+                yield from self.grip(CLOSE, rot, steps=RIM_PRECLOSE_STEPS)
+                grip = 0.0
+            yield from self.move(p, rot, grip, tol=0.006, max_steps=50, speed=0.6)
             if self.eef[2] - p[2] > 0.02:
                 self.log.append(f"grasp {attempt + 1} of {obj}: descent blocked {self.eef[2] - p[2]:.3f} m above")
                 yield from self.retreat()
@@ -381,14 +395,29 @@ class Planner:
             height = float(bodies[obj]["hi"][2] - bodies[obj]["lo"][2])
             floor = support_height(self.boxes((obj,)), xy, 0.02) + 0.01
             return xy, max(floor, bodies[parent]["hi"][2] + 0.02 - max(0.0, height - 0.08))
+        joint = self._slide_joint(target)
+        if kind == "in" and joint:
+            # A drawer open part way: the front of its inside, out from under the cabinet's top,
+            # resting on the drawer's own floor (not on whatever covers its back part).
+            j = self.s["joints"][joint]
+            lo, hi = j["range"]
+            front = np.asarray(j["axis"])[:2] * np.sign(lo if abs(lo) > abs(hi) else hi)
+            half = float(np.abs(np.asarray(site["mat"]).T[:2, :2] @ front) @ np.asarray(site["size"])[:2])
+            b = bodies[obj]
+            radius = 0.5 * float(np.max(b["hi"][:2] - b["lo"][:2]))
+            # Against the front wall, unless the drawer must shut again after: then a little way
+            # back, so that the load clears the cabinet's frame as it rides in.
+            shuts = any(p[0] == "close" and self._slide_joint(p[1]) == joint for p in self.s["goal"])
+            xy = site["pos"][:2] + front * (DRAWER_PUT_FRONT if shuts else 1.0) * max(0.0, half - radius)
+            return xy, support_height(j["boxes"], xy, 0.02) + 0.012
         return xy, support_height(self.boxes((obj,)), xy, 0.02) + 0.012
 
     def _free_spot(self, site: dict, obj: str) -> np.ndarray:
         """The point of a region farthest from the other objects already in it (two pots, one stove)."""
         centre = site["pos"][:2].copy()
         size = np.asarray(site["size"][:2], dtype=float)
-        others = [b["pos"][:2] for n, b in self.s["bodies"].items()
-                  if n != obj and not b["fixture"] and np.all(np.abs(b["pos"][:2] - centre) < size + 0.02)]
+        others = [b["pos"][:2] for n, b in self.s["bodies"].items()  # not the container itself (a basket)
+                  if n not in (obj, site["parent"]) and not b["fixture"] and np.all(np.abs(b["pos"][:2] - centre) < size + 0.02)]
         sharing = sum(1 for p in self.s["goal"] if len(p) == 3 and p[2] == site["name"])
         if sharing < 2 and not others:
             return centre
@@ -703,6 +732,19 @@ def _rot2(angle: float) -> np.ndarray:
 
 
 _ORDER = {"open": 0, "turnon": 1, "in": 2, "on": 2, "close": 3}
+
+
+def _hollow(obj: str) -> bool:
+    """Things taken by the rim or wall (or handle), not across their body."""
+    return any(k in obj for k in ("bowl", "mug", "moka", "basket"))
+
+
+def _yaw_gap(a: np.ndarray, b: np.ndarray) -> float:
+    """Angle between two hands' closing axes in the horizontal plane, mod 180 degrees (a parallel
+    gripper turned half a turn is the same grasp)."""
+    u, v = closing_axis(a)[:2], closing_axis(b)[:2]
+    ang = abs(math.atan2(u[0] * v[1] - u[1] * v[0], float(u @ v))) % math.pi
+    return min(ang, math.pi - ang)
 
 
 def _similar(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
