@@ -148,3 +148,23 @@ def test_unusable_policy_output_is_recorded_with_its_reason(env, bad, reason):
     assert out["termination"] == "policy_error"
     assert reason in out["error"]
     assert out["success"] is False and out["env_steps"] == 0
+
+
+def test_mujoco_imported_first_does_not_crash_rendering_setup():
+    # Importing Triton after MuJoCo's GL libraries are loaded segfaults; configure_rendering must
+    # then leave Triton alone, and the env must still build and render.
+    import os
+    import subprocess
+    import sys
+
+    code = ("import mujoco\n"
+            "from nora_bench.envs import make_env\n"
+            "from nora_bench.episode import EpisodeSpec\n"
+            "env = make_env('libero')\n"
+            "obs = env.reset(EpisodeSpec(suite='libero_spatial', benchmark='libero_spatial', task_id=0, trial=0,\n"
+            "                            init_state=0, seed=0, max_steps=5, cameras=('agentview',)))\n"
+            "print('frame', obs.images['agentview'].shape)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "MUJOCO_GL": "egl"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "frame (" in out.stdout

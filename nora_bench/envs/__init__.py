@@ -18,6 +18,12 @@ def configure_rendering() -> None:
     # Mesa's llvmpipe and Triton (which torch/transformers import, sometimes lazily) each carry
     # their own LLVM: Triton loaded after a GL context exists segfaults the process. Loaded
     # first, both work; this keeps an env and a model safe in one process.
+    import sys
+
+    if "mujoco" in sys.modules and "triton" not in sys.modules:
+        # Too late: with MuJoCo's GL libraries loaded, importing Triton now would itself crash.
+        # (Import nora_bench.envs before mujoco to have both in one process.)
+        return
     try:
         import triton  # noqa: F401
     except ImportError:
