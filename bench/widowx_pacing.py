@@ -24,7 +24,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from nora_bench.envs.widowx import Operator, WidowXEnv, pacing_stats  # noqa: E402
+from nora_bench.envs.widowx import UnattendedOperator, WidowXEnv, pacing_stats  # noqa: E402
 from nora_bench.envs.widowx_protocol import WidowXClient  # noqa: E402
 from nora_bench.episode import EpisodeSpec  # noqa: E402
 
@@ -35,24 +35,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class NoOperator(Operator):
-    """Nobody at the terminal: every prompt is answered with Enter, nobody stops an episode."""
-
-    def say(self, text: str) -> None:
-        pass
-
-    def ask(self, prompt, parse):
-        return parse("")
-
-    def stop_requested(self) -> bool:
-        return False
-
-    def discard_pending(self) -> None:
-        pass
-
-
 def harness_loop(port: int, hz: float, steps: int, policy_s: float) -> dict:
-    env = WidowXEnv(NoOperator())
+    env = WidowXEnv(UnattendedOperator())
     spec = EpisodeSpec(suite="bench", task_id=0, trial=0, init_state=0, seed=0, max_steps=steps, env="widowx",
                        num_steps_wait=0, cameras=("agentview",),
                        env_options=(("robot_host", "127.0.0.1"), ("robot_port", port), ("control_hz", hz),

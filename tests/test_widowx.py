@@ -24,7 +24,7 @@ import yaml
 
 from nora_bench import UserError
 from nora_bench.config import load_suite
-from nora_bench.envs.widowx import Operator, WidowXEnv, pacing_stats
+from nora_bench.envs.widowx import UnattendedOperator, WidowXEnv, pacing_stats
 from nora_bench.envs.widowx_protocol import (ConfigMismatch, ForbiddenPickle, ProtocolError, WidowXClient,
                                              WidowXStatus, decode, encode, widowx_config)
 from nora_bench.episode import EpisodeResult, EpisodeSpec
@@ -238,25 +238,9 @@ def test_client_drives_the_stand_in_arm(sim_server):
         client.close()
 
 
-class ScriptedOperator(Operator):
-    """Answers Enter to every prompt (the real-stdin operator is tested through the CLI below)."""
-
-    def __init__(self):
-        super().__init__(out=open(os.devnull, "w"))
-
-    def ask(self, prompt, parse):
-        return parse("")
-
-    def stop_requested(self) -> bool:
-        return False
-
-    def discard_pending(self) -> None:
-        pass
-
-
 def test_env_serves_the_policy_the_robot_camera_under_its_name(sim_server):
     port = sim_server()
-    env = WidowXEnv(ScriptedOperator())
+    env = WidowXEnv(UnattendedOperator())
     spec = EpisodeSpec(suite="widowx_real", task_id=0, trial=0, init_state=0, seed=0, max_steps=3, env="widowx",
                        num_steps_wait=0, cameras=("agentview",), video_cameras=("agentview",),
                        env_options=(("robot_host", "127.0.0.1"), ("robot_port", port),

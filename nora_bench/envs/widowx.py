@@ -155,6 +155,23 @@ class Operator:
 
 
 # -- the env -----------------------------------------------------------------------------------
+class UnattendedOperator(Operator):
+    """Nobody at the terminal: every prompt takes its default (Enter), no episode is stopped early.
+    For dry runs against the stand-in robot (`nora-bench widowx-sim-server`), benchmarks and tests."""
+
+    def __init__(self):
+        super().__init__(out=open(os.devnull, "w"))
+
+    def ask(self, prompt, parse):
+        return parse("")
+
+    def stop_requested(self) -> bool:
+        return False
+
+    def discard_pending(self) -> None:
+        pass
+
+
 class WidowXEnv:
     """The WidowX robot behind a bridge_data_robot server, driven at a fixed control rate."""
 
