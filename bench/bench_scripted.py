@@ -7,11 +7,13 @@ episodes.jsonl: everything needed to reproduce it) and prints per-task tables, p
 
     .venv/bin/python bench/bench_scripted.py [--trials 50] [--suites libero_spatial,...] [--workers 2]
     .venv/bin/python bench/bench_scripted.py --render-ratio    # env ms/step without vs with rendering
+    .venv/bin/python bench/bench_scripted.py --summarize results/bench-scripted-X --markdown docs/scripted.md
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -76,6 +78,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", type=Path, default=None, help="folder for the run folders (default: results/bench-scripted-<time>)")
     ap.add_argument("--render-ratio", action="store_true", help="only measure env time per step without / with rendering")
+    ap.add_argument("--summarize", type=Path, default=None,
+                    help="run nothing: summarize the run folders already in this folder (one per suite)")
+    ap.add_argument("--markdown", type=Path, default=None, help="also write the tables to this Markdown file")
     args = ap.parse_args()
     if args.render_ratio:
         render_ratio()
@@ -85,28 +90,49 @@ def main() -> None:
 
     from nora_bench.results import load, suite_table, task_table
 
-    root = args.out or Path("results") / f"bench-scripted-{datetime.now():%Y%m%d-%H%M%S}"
+    root = args.summarize or args.out or Path("results") / f"bench-scripted-{datetime.now():%Y%m%d-%H%M%S}"
     pd.set_option("display.width", 200)
     pd.set_option("display.max_colwidth", 60)
-    summary = []
-    for suite in args.suites.split(","):
-        wall = run_suite(suite, args.trials, args.tasks, args.workers, root / suite)
-        df = load(root / suite)
+    summary, md = [], []
+    suites = args.suites.split(",")
+    if args.summarize:
+        suites = [s for s in suites if (root / s).is_dir()]
+    for suite in suites:
+        if args.summarize:
+            df = load(root / suite)
+            wall = float(df["time_wall_s"].sum() / max(1, df["worker"].nunique())) if "time_wall_s" in df else float("nan")
+        else:
+            wall = run_suite(suite, args.trials, args.tasks, args.workers, root / suite)
+            df = load(root / suite)
         tt = task_table(df)
         unsupported = df[df["error"].fillna("").str.startswith("unsupported")]
         print(f"\n== {suite}: {len(df)} episodes in {wall / 60:.1f} min ({root / suite})")
         print(tt[["task_id", "task", "episodes", "successes", "errored", "success_rate"]].to_string(index=False))
         if len(unsupported):
             print("unsupported:", "; ".join(sorted(set(unsupported["task"] + ": " + unsupported["error"]))))
+        env = json.loads((root / suite / "environment.json").read_text())
+        commit = env.get("git_commit") or "unknown"
+        commit = commit[:10] + ("-dirty" if commit.endswith("-dirty") else "")
+        md.append(f"### {suite}\n\nCommit `{commit}`, {len(df)} episodes, "
+                  f"init states {df['init_state'].min()}-{df['init_state'].max()}.\n")
+        md.append(tt[["task_id", "task", "episodes", "successes", "errored", "success_rate"]]
+                  .to_markdown(index=False, floatfmt=".2f") + "\n")
         st = suite_table(df).iloc[0]
         summary.append((suite, len(df), int(st["successes"]), st["success_rate"], st["ci95_low"], st["ci95_high"],
                         TARGETS.get(suite, float("nan")), len(unsupported), float(df["env_steps"].mean()), wall))
     print(f"\n== scripted expert vs targets (trials per task: {args.trials})")
     print(f"{'suite':16} {'episodes':>8} {'success':>8} {'rate':>7} {'95% CI':>15} {'target':>7} {'rate/target':>11} "
           f"{'unsupported':>11} {'mean steps':>10} {'min':>6}")
+    rows = []
     for suite, n, k, rate, lo, hi, target, uns, steps, wall in summary:
         print(f"{suite:16} {n:8d} {k:8d} {rate:7.1%} {f'[{lo:.1%}, {hi:.1%}]':>15} {target:7.0%} {rate / target:11.3f} "
               f"{uns:11d} {steps:10.0f} {wall / 60:6.1f}")
+        rows.append(f"| {suite} | {n} | {k} | {rate:.1%} | [{lo:.1%}, {hi:.1%}] | {target:.0%} | {uns} | {steps:.0f} |")
+    if args.markdown:
+        head = ("| suite | episodes | successes | rate | 95% CI | target | unsupported | mean env steps |\n"
+                "|---|---|---|---|---|---|---|---|\n")
+        args.markdown.write_text(head + "\n".join(rows) + "\n\n" + "\n".join(md))
+        print(f"wrote {args.markdown}")
 
 
 if __name__ == "__main__":
