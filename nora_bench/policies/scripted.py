@@ -2,8 +2,9 @@
 
 It reads the task's BDDL goal and the poses of objects, fixtures and joints (envs/libero_state.py)
 and plans in the same 7-D delta end-effector action space the VLAs use, one action per query.
-Each goal predicate becomes a skill (scripted_skills.py): pick-and-place for On / In, pull a
-handle for Open, push a drawer front for Close, push a knob round for TurnOn. A predicate the
+Each goal predicate becomes a skill (scripted_skills.py): pick-and-place for On / In (a mug goes
+into a microwave by its handle), pull a handle for Open, push a drawer front or swing a door for
+Close, turn a knob for TurnOn. A predicate the
 expert has no skill for ends the episode with the termination reason `policy_stop` and the error
 "unsupported: ..." so it is counted, never silently failed.
 """

@@ -95,8 +95,11 @@ class Planner:
             obj, target = pred[1], pred[2]
             if obj not in self.s["bodies"] or self.s["bodies"][obj]["fixture"]:
                 raise Unsupported(f"{kind}({obj}, {target}): {obj} is not a movable object")
-            if "plate" in obj and target in self.s["sites"] and self.s["sites"][target]["parent"] is None:
-                return lambda: self.push_to(obj, target)
+            if "plate" in obj and not self.grasp_candidates(obj):
+                # A plate is carried by its rim like a bowl (quick, and over what stands in the
+                # way); one whose rim gives no grasp is pushed across the table instead.
+                if target in self.s["sites"] and self.s["sites"][target]["parent"] is None:
+                    return lambda: self.push_to(obj, target)
             if kind == "in" and self._door_of(target):
                 if self._handle_out(obj, target) is None:
                     raise Unsupported(f"in({obj}, {target}): only a mug whose handle faces the box's opening goes in")
@@ -737,7 +740,7 @@ _ORDER = {"open": 0, "turnon": 1, "in": 2, "on": 2, "close": 3}
 
 def _hollow(obj: str) -> bool:
     """Things taken by the rim or wall (or handle), not across their body."""
-    return any(k in obj for k in ("bowl", "mug", "moka", "basket"))
+    return any(k in obj for k in ("bowl", "mug", "moka", "basket", "plate"))
 
 
 def _yaw_gap(a: np.ndarray, b: np.ndarray) -> float:
