@@ -24,12 +24,13 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
-def load(run_dir: str | Path) -> pd.DataFrame:
-    """One row per episode of a run folder, its newest record (nested timings flattened to `time_*`)."""
+def load(run_dir: str | Path, history: bool = False) -> pd.DataFrame:
+    """One row per episode of a run folder, its newest record (nested timings flattened to `time_*`).
+    With `history`, one row per record, superseded ones too (an errored episode later re-run)."""
     rd = RunDir(run_dir)
     if not rd.exists():
         raise UserError(f"{run_dir} is not a nora-bench run folder (no {RunDir.CONFIG}): pass the folder `nora-bench run` wrote")
-    records = rd.latest()
+    records = rd.records() if history else rd.latest()
     df = pd.DataFrame.from_records(records)
     if df.empty:
         return df

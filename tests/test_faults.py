@@ -133,6 +133,11 @@ def test_retry_errors_reruns_only_errored_episodes_and_keeps_their_history(tmp_p
     assert len(df) == 2 and df.set_index("trial")["termination"].to_dict() == {0: "step_limit", 1: "step_limit"}
     history = [(r["trial"], r["termination"]) for r in rd.records()]
     assert history == [(0, "step_limit"), (1, "error"), (1, "step_limit")]  # the error record is kept
+    from nora_bench.report.tables import run_tables
+
+    notes = run_tables(rd.path).notes
+    assert any("1 errored record(s) superseded" in n for n in notes), notes
+    assert not any("recorded more than once" in n for n in notes), notes
     assert Scheduler(cfg, rd, options).run() == 0
 
 

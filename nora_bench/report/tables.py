@@ -52,7 +52,7 @@ class RunTables:
 
 def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
     """`results.load` with duplicate episode keys resolved (the last record wins) and said so."""
-    df = load(run_dir)
+    df = load(run_dir, history=True)
     notes = []
     if df.empty:
         return df, notes
@@ -65,7 +65,12 @@ def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
                 df[name] = values
     dup = df["key"].duplicated(keep="last")
     if dup.any():
-        notes.append(f"{int(dup.sum())} episode(s) recorded more than once; the last record of each is used")
+        retried = df[dup]["termination"] == "error"
+        if retried.any():
+            notes.append(f"{int(retried.sum())} errored record(s) superseded by a later run of the same episode "
+                         "(--retry-errors)")
+        if (~retried).any():
+            notes.append(f"{int((~retried).sum())} episode(s) recorded more than once; the last record of each is used")
         df = df[~dup].reset_index(drop=True)
     return df, notes
 
