@@ -31,6 +31,7 @@ INSERT_TILT = 0.5  # fingers this far below level (rad) when carrying a mug into
 DOOR_WIDE = 1.75  # open a door this far (rad) before carrying something in
 RIM_PRECLOSE_STEPS = 3  # close steps from wide open that leave the fingers about 5 cm apart
 RIM_HALF_GAP = 0.028  # each finger's distance from the grasp point when half open (m)
+HANDLE_FROM = 0.045  # parts this far out from a body's axis are its handle (m)
 HOLD_MIN_QPOS = 0.0012  # finger joint above this when closed: something is between the fingers (a bowl rim gives ~0.002)
 
 Action = np.ndarray
@@ -321,18 +322,22 @@ class Planner:
     def _handle_grasp(self, obj: str) -> tuple[np.ndarray, np.ndarray] | None:
         """A side handle (the parts far out from the body's axis): grip it across its thin side."""
         b = self.body(obj)
-        centres = b["boxes"].mean(1)
-        out = centres[:, :2] - b["pos"][:2]
-        dist = np.linalg.norm(out, axis=1)
-        if dist.max() < 0.045:
+        out, dist = self._radial(obj)
+        if dist.max() < HANDLE_FROM:
             return None
         # Only the farthest part and what lies on its side (the handle, not the spout opposite).
-        far = (dist > 0.045) & (out @ out[int(np.argmax(dist))] > 0)
+        far = (dist > HANDLE_FROM) & (out @ out[int(np.argmax(dist))] > 0)
         lo, hi = b["boxes"][far, 0].min(0), b["boxes"][far, 1].max(0)
         half = 0.5 * (hi - lo)
         yaw = math.pi / 2 if half[0] < half[1] else 0.0  # closing axis along the thin side
         p = np.array([0.5 * (lo[0] + hi[0]), 0.5 * (lo[1] + hi[1]), hi[2] - 0.02])
         return p, down_rot(yaw)
+
+    def _radial(self, obj: str) -> tuple[np.ndarray, np.ndarray]:
+        """Each collision part's horizontal offset from the body's origin, and its length."""
+        b = self.body(obj)
+        out = b["boxes"].mean(1)[:, :2] - b["pos"][:2]
+        return out, np.linalg.norm(out, axis=1)
 
     def holding(self, obj: str, z_before: float) -> bool:
         b = self.body(obj)
@@ -602,12 +607,10 @@ class Planner:
         n = np.array([-r0[1], r0[0]])  # across the shut door's line, away from the box's centre
         if n @ (self.s["sites"][region]["pos"][:2] - anchor) > 0:
             n = -n
-        b = self.body(obj)
-        out = b["boxes"].mean(1)[:, :2] - b["pos"][:2]
-        dist = np.linalg.norm(out, axis=1)
-        if dist.max() < 0.045 or (out[int(np.argmax(dist))] / dist.max()) @ n < 0.7:
+        out, dist = self._radial(obj)
+        if dist.max() < HANDLE_FROM or (out[int(np.argmax(dist))] / dist.max()) @ n < 0.7:
             return None
-        return n, b["boxes"][(dist > 0.045) & (out @ n > 0.03)]
+        return n, self.body(obj)["boxes"][(dist > HANDLE_FROM) & (out @ n > 0.03)]
 
     def insert(self, obj: str, region: str) -> Iterator[Action]:
         """Put a mug into a box with a door (a microwave): the hand cannot go in above it, so take
