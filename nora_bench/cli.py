@@ -11,6 +11,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
@@ -31,7 +32,7 @@ app.command()(selftest)  # `nora-bench selftest` lives in nora_bench/selftest.py
 
 
 def fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -103,7 +104,7 @@ def print_tables(df) -> None:
         for r in table.to_dict("records"):
             if len(str(r.get("task", ""))) > 40:  # full names are in the records and reports
                 r["task"] = str(r["task"])[:39] + "…"
-            t.add_row(*[str(r[c]) for c in cols], pct(r["success_rate"]),
+            t.add_row(*[escape(str(r[c])) for c in cols], pct(r["success_rate"]),
                       f"[{pct(r['ci95_low'])}, {pct(r['ci95_high'])}]")
         console.print(t)
 
@@ -170,9 +171,10 @@ def run(
         rd = RunDir(out)
         total = len(config.tasks) * len(config.trials)
         already = len(rd.done_keys(retry_errors) & {spec.key for spec in expand(config)}) if rd.exists() else 0
-        console.print(f"[bold]{config.suite['name']}[/] x [bold]{config.policy['name']}[/]: {len(config.tasks)} task(s) x "
-                      f"{len(config.trials)} trial(s) = {total} episodes, limit {config.max_steps} {config.step_unit}, "
-                      f"chunk rule {config.chunk_exec} -> {out}" + (f" (resuming: {already} done)" if already else ""),
+        console.print(f"[bold]{escape(config.suite['name'])}[/] x [bold]{escape(config.policy['name'])}[/]: "
+                      f"{len(config.tasks)} task(s) x {len(config.trials)} trial(s) = {total} episodes, limit "
+                      f"{config.max_steps} {config.step_unit}, chunk rule {config.chunk_exec} -> {escape(str(out))}"
+                      + (f" (resuming: {already} done)" if already else ""),
                       soft_wrap=True)
         options = ExecOptions(workers=workers, ray_address=ray_address, max_attempts=max_attempts, verbose=verbose,
                               policy_mode=policy_mode, policy_replicas=policy_replicas, policy_gpus=policy_gpus,
@@ -189,7 +191,8 @@ def run(
             def on_result(record):
                 progress.update(bar, advance=1, successes=progress.tasks[bar].fields["successes"] + int(bool(record.success)))
                 if record.termination == "error":
-                    progress.console.print(f"[yellow]{record.key} errored after {record.attempts} attempt(s): {record.error}")
+                    progress.console.print(f"[yellow]{escape(record.key)} errored after {record.attempts} attempt(s): "
+                                           f"{escape(str(record.error))}")
 
             scheduler.run(on_result)
         for i, st in enumerate(scheduler.policy_stats):
@@ -199,9 +202,9 @@ def run(
         print_tables(df)
         errored = int(df["success"].isna().sum()) if not df.empty else 0
         if errored:
-            console.print(f"[yellow]{errored} episode(s) errored: see the `error` column of {out / 'episodes.jsonl'}; "
+            console.print(f"[yellow]{errored} episode(s) errored: see the `error` column of {escape(str(out / 'episodes.jsonl'))}; "
                           "to run them again, repeat the command with --retry-errors")
-        console.print(f"records: {out / 'episodes.jsonl'}   videos: {out / 'videos'}")
+        console.print(f"records: {out / 'episodes.jsonl'}   videos: {out / 'videos'}", markup=False)
     except UserError as e:
         fail(str(e))
     except KeyboardInterrupt as e:
@@ -252,7 +255,8 @@ def suites() -> None:
     t = Table("suite", "aliases", "tasks", "trials", "step limit", "description")
     for name in suite_names():
         s = load_suite(name)
-        t.add_row(s.name, ", ".join(s.aliases), str(s.num_tasks), str(s.trials), f"{s.max_steps} {s.step_unit}", s.description)
+        t.add_row(*map(escape, (s.name, ", ".join(s.aliases), str(s.num_tasks), str(s.trials), f"{s.max_steps} {s.step_unit}",
+                                s.description)))
     console.print(t)
 
 
@@ -262,7 +266,7 @@ def policies() -> None:
     t = Table("policy", "kind", "checkpoint", "description")
     for name in policy_names():
         p = load_policy_preset(name)
-        t.add_row(name, p["kind"], str(p.get("checkpoint", "")), str(p.get("description", "")))
+        t.add_row(*map(escape, (name, str(p["kind"]), str(p.get("checkpoint", "")), str(p.get("description", "")))))
     console.print(t)
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,12 +26,61 @@ def _preset_files(kind: str) -> dict[str, Path]:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise UserError(f"malformed YAML in {path}: {e}".replace("\n", " ")) from None
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path} is not a YAML text file (not UTF-8: byte {e.start} is {e.object[e.start:e.start + 1]!r})") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
     if not isinstance(data, dict):
         raise UserError(f"malformed preset {path}: expected a mapping at the top level")
     return data
+
+
+# Names become parts of paths (the run folder, episode keys, video files): plain names only.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")
+
+
+def check_name(name: Any, what: str, source: str) -> str:
+    """`name` if it is safe in a path (no separator, no `..`, no markup), else a UserError."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
+        raise UserError(f"{what} name {name!r} in {source} cannot name a folder: use letters, digits and . _ + - "
+                        "(starting with a letter or digit)")
+    return name
+
+
+def check_types(cls, data: dict, source: str) -> None:
+    """A UserError naming the first key of `data` whose value does not have the type `cls` declares
+    (int, float, str, bool, list, dict, tuple and `X | None` fields; others are not checked)."""
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if key in hints and not _is_a(value, hints[key]):
+            raise UserError(f"malformed {source}: {key} is {value!r} ({type(value).__name__}), "
+                            f"expected {_type_name(hints[key])}")
+
+
+def _is_a(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    base = origin or hint
+    if base in (str, bool, list, dict, tuple):
+        return isinstance(value, (list, tuple) if base in (list, tuple) else base)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    return "null" if hint is type(None) else getattr(typing.get_origin(hint) or hint, "__name__", str(hint))
 
 
 def _unknown(what: str, name: str, known: list[str]) -> UserError:
@@ -67,10 +119,12 @@ class SuiteSpec:
         extra = sorted(set(data) - names)
         if extra:
             raise UserError(f"malformed suite {source}: unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(names))}")
+        check_types(cls, data, f"suite {source}")
         try:
             spec = cls(**data)
         except TypeError as e:
             raise UserError(f"malformed suite {source}: {e}") from None
+        check_name(spec.name, "suite", source)
         if spec.task_list:
             if len(spec.task_list) != spec.num_tasks:
                 raise UserError(f"malformed suite {source}: num_tasks is {spec.num_tasks} but task_list has "
@@ -127,11 +181,13 @@ def load_policy_preset(name: str) -> dict:
     if "kind" not in data:
         raise UserError(f"malformed policy preset {path}: missing key 'kind'")
     data.setdefault("name", path.stem)
+    check_name(data["name"], "policy", str(path))
     return data
 
 
 def parse_index_list(text: str | None, limit: int, what: str, fix: str) -> list[int] | None:
-    """'0,2,5-7' -> [0, 2, 5, 6, 7], each checked against [0, limit)."""
+    """'0,2,5-7' -> [0, 2, 5, 6, 7], each checked against [0, limit). A range runs upwards
+    (`5-2` is refused, never read as empty or as everything)."""
     if text is None or str(text).strip() in ("", "all"):
         return None
     out: list[int] = []
@@ -140,6 +196,9 @@ def parse_index_list(text: str | None, limit: int, what: str, fix: str) -> list[
         try:
             if "-" in part:
                 lo, hi = (int(x) for x in part.split("-", 1))
+                if lo > hi:
+                    raise UserError(f"cannot read {what} range {part!r} in {text!r}: a range runs upwards "
+                                    f"(write {hi}-{lo})")
                 out.extend(range(lo, hi + 1))
             else:
                 out.append(int(part))

@@ -14,14 +14,20 @@ Z95 = 1.959963984540054
 
 
 def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """95% Wilson score interval for a binomial proportion (NaN, NaN) when n == 0."""
+    """95% Wilson score interval for a binomial proportion (NaN, NaN) when n == 0.
+
+    The bounds always hold the rate: exactly 0 at 0 successes and exactly 1 at n (the closed form
+    lands a rounding hair past them, e.g. 6.9e-18 for 0/50, which plots as a negative error bar).
+    """
     if n == 0:
         return (math.nan, math.nan)
     p = successes / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    lo = 0.0 if successes <= 0 else min(p, centre - half)
+    hi = 1.0 if successes >= n else max(p, centre + half)
+    return (lo, hi)
 
 
 def load(run_dir: str | Path, history: bool = False) -> pd.DataFrame:

@@ -55,3 +55,13 @@ def test_torn_last_line_is_ignored_and_healed(tmp_path):
     assert rd.done_keys() == {"a"}
     rd.append({"key": "b", "success": False})
     assert [r["key"] for r in rd.records()] == ["a", "b"]
+
+
+def test_wilson_bounds_are_exact_at_zero_and_n_and_always_hold_the_rate():
+    # The closed form lands a rounding hair past the rate (6.9e-18 for 0/50, 0.9999999999999999
+    # for 10/10), which made the report's error bars negative.
+    for n in range(1, 201):
+        assert wilson_interval(0, n)[0] == 0.0 and wilson_interval(n, n)[1] == 1.0
+        for k in range(n + 1):
+            lo, hi = wilson_interval(k, n)
+            assert 0.0 <= lo <= k / n <= hi <= 1.0, (k, n, lo, hi)

@@ -8,6 +8,7 @@ from typing import List, Optional
 import pandas as pd
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from nora_bench import UserError
@@ -18,7 +19,7 @@ TASK_CHARS = 36
 
 
 def _fail(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -30,11 +31,11 @@ def print_frame(title: str, frame: pd.DataFrame) -> None:
         shown["task"] = [t if len(str(t)) <= TASK_CHARS else str(t)[: TASK_CHARS - 1] + "…" for t in shown["task"]]
     t = Table(title=title, title_justify="left")
     for c in shown.columns:
-        t.add_column(str(c), justify="left" if c in ("suite", "task", "run", "policy", "metric", "note", "scope", "category") else "right",
+        t.add_column(escape(str(c)), justify="left" if c in ("suite", "task", "run", "policy", "metric", "note", "scope", "category") else "right",
                      overflow="fold", no_wrap=c in ("suite", "run", "metric"),
                      min_width=min(TASK_CHARS, 24) if c == "task" else None)
     for row in shown.itertuples(index=False):
-        t.add_row(*["-" if v is None else str(v) for v in row])
+        t.add_row(*["-" if v is None else escape(str(v)) for v in row])
     console.print(t)
 
 
@@ -58,12 +59,12 @@ def report(
     for name, frame in tables.frames().items():
         print_frame(TABLE_TITLES.get(name, name), frame)
     for note in tables.notes:
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
-    console.print(f"tables: {written.folder} (CSV, {written.markdown.name})", highlight=False)
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False)
+    console.print(f"tables: {written.folder} (CSV, {written.markdown.name})", highlight=False, markup=False)
     for path in written.plots.values():
-        console.print(f"plot: {path}", highlight=False)
+        console.print(f"plot: {path}", highlight=False, markup=False)
     if written.page:
-        console.print(f"review page: {written.page.resolve().as_uri()}", highlight=False)
+        console.print(f"review page: {written.page.resolve().as_uri()}", highlight=False, markup=False)
 
 
 def compare(
@@ -86,10 +87,10 @@ def compare(
     print_frame("Per task (diff and p against the first run)", comparison.per_task)
     print_frame("Overall (tasks all runs have)", comparison.overall)
     for w in comparison.warnings:
-        console.print(f"[bold yellow]warning:[/] {w}", highlight=False)
+        console.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False)
     console.print(f"written: {written.folder} (CSV, {written.markdown.name}"
                   + (", " + ", ".join(p.name for p in written.plots.values()) if written.plots else "") + ")",
-                  highlight=False)
+                  highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:
