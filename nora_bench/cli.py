@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import warnings
 from datetime import datetime
 from pathlib import Path
 from typing import Optional
@@ -18,6 +19,7 @@ from rich.text import Text
 
 from nora_bench import UserError
 from nora_bench.chunking import ChunkRule
+from nora_bench.run.rundir import RecordWarning
 from nora_bench.envs.widowx_sim_server import command as widowx_sim_server_command
 from nora_bench.selftest import selftest
 from nora_bench.config import (STEP_UNITS, RunConfig, load_policy_preset, load_suite, parse_index_list, policy_names,
@@ -29,6 +31,18 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console(width=None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160)
 err_console = Console(stderr=True)
 app.command()(selftest)  # `nora-bench selftest` lives in nora_bench/selftest.py
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None, _seen=set(), _default=warnings.showwarning):
+    """Skipped records (RecordWarning) as one `warning:` line each, once; other warnings as Python shows them."""
+    if not issubclass(category, RecordWarning):
+        return _default(message, category, filename, lineno, file, line)
+    if str(message) not in _seen:
+        _seen.add(str(message))
+        err_console.print(f"[bold yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
+warnings.showwarning = _show_warning
 
 
 def fail(message: str) -> None:

@@ -36,12 +36,14 @@ def load(run_dir: str | Path, history: bool = False) -> pd.DataFrame:
     rd = RunDir(run_dir)
     if not rd.exists():
         raise UserError(f"{run_dir} is not a nora-bench run folder (no {RunDir.CONFIG}): pass the folder `nora-bench run` wrote")
+    rd.read_config()  # a garbled config.yaml is named here, not a traceback later
     records = rd.records() if history else rd.latest()
     df = pd.DataFrame.from_records(records)
     if df.empty:
         return df
-    timings = pd.json_normalize(df["timings"].tolist()).add_prefix("time_")
-    df = pd.concat([df.drop(columns=["timings"]), timings], axis=1)
+    raw = df["timings"] if "timings" in df else pd.Series([None] * len(df))
+    timings = pd.json_normalize([t if isinstance(t, dict) else {} for t in raw]).add_prefix("time_")
+    df = pd.concat([df.drop(columns=["timings"], errors="ignore"), timings], axis=1)
     df["run"] = Path(run_dir).name
     return df
 

