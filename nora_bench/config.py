@@ -53,11 +53,13 @@ def check_name(name: Any, what: str, source: str) -> str:
 def check_types(cls, data: dict, source: str) -> None:
     """A UserError naming the first key of `data` whose value does not have the type `cls` declares
     (int, float, str, bool, list, dict, tuple and `X | None` fields; others are not checked)."""
-    hints = typing.get_type_hints(cls)
+    check_types_of(typing.get_type_hints(cls), data, f"malformed {source}")
+
+
+def check_types_of(hints: dict, data: dict, where: str) -> None:
     for key, value in data.items():
         if key in hints and not _is_a(value, hints[key]):
-            raise UserError(f"malformed {source}: {key} is {value!r} ({type(value).__name__}), "
-                            f"expected {_type_name(hints[key])}")
+            raise UserError(f"{where}: {key} is {value!r} ({type(value).__name__}), expected {_type_name(hints[key])}")
 
 
 def _is_a(value: Any, hint: Any) -> bool:

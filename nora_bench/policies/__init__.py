@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+import typing
 
 from nora_bench import UserError
+from nora_bench.config import check_types_of
 from nora_bench.policies.base import ActionChunk, Policy, Requirements
 
 # kind -> "module:factory"; imported lazily so that `zero` never pays for torch.
@@ -14,6 +17,9 @@ KINDS: dict[str, str] = {
     "random": "nora_bench.policies.trivial:RandomPolicy",
     "nora": "nora_bench.policies.nora:NoraPolicy",
 }
+
+# What a policy class must have (nora_bench/policies/base.py); checked before it is called.
+_CONTRACT = ("start_episode", "act")
 
 # Preset keys that describe the run rather than the policy object.
 _RUN_KEYS = {"name", "kind", "description", "chunk_exec", "serve", "resolved"}
@@ -27,10 +33,19 @@ def policy_class(preset: dict):
         raise UserError(f"unknown policy kind {kind!r} in preset {preset.get('name')!r}; known kinds: "
                         f"{', '.join(sorted(KINDS))}, or 'package.module:Class' for your own")
     module, factory = target.split(":", 1)
+    # Importing `module` runs its code, as importing a Python file does: presets are code-trusted
+    # (README, "Guarantees"). What is taken from it must be a policy class; nothing else is called.
     try:
         cls = getattr(importlib.import_module(module), factory)
     except (ImportError, AttributeError) as e:
         raise UserError(f"cannot load policy kind {kind!r}: {e}") from None
+    except Exception as e:  # the module itself raised while being imported
+        raise UserError(f"cannot load policy kind {kind!r}: importing {module} raised {type(e).__name__}: {e}") from None
+    missing = [m for m in _CONTRACT if not callable(getattr(cls, m, None))] if inspect.isclass(cls) else None
+    if missing is None or missing:
+        what = f"lacks {', '.join(missing)}" if missing else f"is a {type(cls).__name__}, not a class"
+        raise UserError(f"policy kind {kind!r} in preset {preset.get('name')!r} is not a policy: {target} {what} "
+                        f"(a policy kind is a class with {', '.join(_CONTRACT)}: see nora_bench/policies/base.py)")
     return cls
 
 
@@ -40,9 +55,30 @@ def check_preset(preset: dict) -> dict:
     Returns the preset with what the class resolved (e.g. a checkpoint's hub revision) under
     `resolved`, so that config.yaml records it.
     """
-    check = getattr(policy_class(preset), "check_preset", None)
+    cls = policy_class(preset)
+    check_keys(cls, preset)
+    check = getattr(cls, "check_preset", None)
     facts = check({k: v for k, v in preset.items() if k not in _RUN_KEYS}) if check is not None else None
     return {**preset, "resolved": facts} if facts else preset
+
+
+def check_keys(cls, preset: dict) -> None:
+    """A UserError naming a preset key the policy class does not take, or one whose value has another
+    type than its constructor declares (before any worker starts: never an `error` per episode)."""
+    params = inspect.signature(cls.__init__).parameters
+    given = {k: v for k, v in preset.items() if k not in _RUN_KEYS}
+    where = f"policy preset {preset.get('name')!r} (kind {preset['kind']})"
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        takes = [k for k, p in params.items() if k != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        unknown = [k for k in given if k not in takes]
+        if unknown:
+            raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; {cls.__name__} takes: "
+                            f"{', '.join(takes) or 'nothing'} (and {', '.join(sorted(_RUN_KEYS - {'resolved'}))})")
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # annotations this Python cannot evaluate: leave the types to the class
+        return
+    check_types_of(hints, given, where)
 
 
 def override_preset(preset: dict, **overrides) -> dict:
@@ -61,9 +97,23 @@ def make_policy(preset: dict) -> Policy:
     cls = policy_class(preset)
     kwargs = {k: v for k, v in preset.items() if k not in _RUN_KEYS}
     try:
-        return cls(**kwargs)
+        policy = cls(**kwargs)
     except TypeError as e:
         raise UserError(f"malformed policy preset {preset.get('name')!r}: {e}") from None
+    except UserError:
+        raise
+    except Exception as e:  # a broken checkpoint, a missing file: one line, named, not a worker traceback
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else ""
+        raise PolicyBuildError(f"cannot build policy {preset.get('name')!r} (kind {preset['kind']}): "
+                               f"{type(e).__name__}: {first}") from None
+    if not isinstance(getattr(policy, "requirements", None), Requirements):
+        raise PolicyBuildError(f"policy {preset.get('name')!r} (kind {preset['kind']}) has no `requirements` "
+                               "(a nora_bench.policies.base.Requirements): see nora_bench/policies/base.py")
+    return policy
 
 
-__all__ = ["ActionChunk", "Policy", "Requirements", "make_policy", "check_preset", "override_preset", "KINDS"]
+class PolicyBuildError(UserError):
+    """The policy could not be built from its preset (raised where it is built, reported by the driver)."""
+
+
+__all__ = ["ActionChunk", "Policy", "PolicyBuildError", "Requirements", "make_policy", "check_preset", "override_preset", "KINDS"]

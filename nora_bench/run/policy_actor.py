@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from nora_bench import UserError
 from nora_bench.policies import make_policy
 
 
@@ -31,7 +32,13 @@ class PolicyActor:
     """Async Ray actor around a `Policy`; model calls run one at a time on a single thread."""
 
     def __init__(self, preset: dict, options: BatchOptions = BatchOptions()):
-        self.policy = make_policy(preset)
+        # A constructor that raises would leave the error in Ray's logs and the run waiting: keep it
+        # for `ready()`, which the driver awaits before any episode.
+        self.build_error: str | None = None
+        try:
+            self.policy = make_policy(preset)
+        except UserError as e:
+            self.policy, self.build_error = None, str(e)
         self.options = options
         self._pending: list[tuple] = []
         self._wake: asyncio.Event | None = None
@@ -41,6 +48,10 @@ class PolicyActor:
         self.batch_sizes: list[int] = []
         self._episodes: set[str] = set()
         self.busy_s = 0.0
+
+    async def ready(self) -> str | None:
+        """None once the policy is built, else why it could not be."""
+        return self.build_error
 
     async def requirements(self):
         return self.policy.requirements

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import threading
 import zlib
 from dataclasses import dataclass, field, replace
 
@@ -20,7 +22,8 @@ from nora_bench.config import RunConfig
 from nora_bench.episode import ERROR, EpisodeResult, EpisodeSpec
 from nora_bench.run.policy_actor import BatchOptions, PolicyActor
 from nora_bench.run.rundir import RunDir, now, package_versions
-from nora_bench.run.workers import ENV_WORKER_MEMORY, EnvWorker, RemoteEnvWorker
+from nora_bench.run.setup_gate import SetupGate
+from nora_bench.run.workers import ENV_WORKER_MEMORY, EnvWorker, RemoteEnvWorker, await_built
 
 log = logging.getLogger(__name__)
 
@@ -116,16 +119,52 @@ def default_workers(n_episodes: int) -> int:
     return max(1, min(cpus, mem_workers, n_episodes))
 
 
+SETUP_GATE_EPISODES = 3  # episodes in a row in which the policy never acted make a setup error
+RAY_CONNECT_TIMEOUT_S = 10.0  # to reach the head's port
+RAY_JOIN_TIMEOUT_S = 120.0  # for ray.init to join once the port answers (Ray itself retries for minutes)
+
+
+def join_ray(address: str, verbose: bool) -> None:
+    """ray.init(address), every step bounded: a clear UserError instead of minutes of silent retries."""
+    fix = "start one with `ray start --head` (and pass its HOST:PORT), or leave out --ray-address to run locally"
+    hostport = address.removeprefix("ray://")
+    if address != "auto":
+        host, _, port = hostport.rpartition(":")
+        if not host or not port.isdigit():
+            raise UserError(f"--ray-address {address!r} is not HOST:PORT (or auto): {fix}")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_CONNECT_TIMEOUT_S).close()
+        except OSError as e:
+            why = (f"no answer within {RAY_CONNECT_TIMEOUT_S:.0f} s" if isinstance(e, TimeoutError)
+                   else (e.strerror or type(e).__name__))
+            raise UserError(f"cannot reach the Ray cluster at {address} ({why}): {fix}") from None
+    outcome: list = []
+
+    def join() -> None:
+        try:
+            ray.init(address=address, log_to_driver=verbose, logging_level=logging.WARNING)
+            outcome.append(None)
+        except Exception as e:  # handed to the caller's thread
+            outcome.append(e)
+
+    thread = threading.Thread(target=join, daemon=True, name="ray-join")
+    thread.start()
+    thread.join(RAY_JOIN_TIMEOUT_S)
+    if not outcome:
+        raise UserError(f"{address} answers but no Ray cluster joined within {RAY_JOIN_TIMEOUT_S:.0f} s "
+                        f"(is it a Ray head's GCS port, 6379 by default?): {fix}")
+    if outcome[0] is not None:
+        e = outcome[0]
+        raise UserError(f"cannot join the Ray cluster at {address!r} ({type(e).__name__}: "
+                        f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}): {fix}")
+
+
 def init_ray(address: str | None, cpus_wanted: int, verbose: bool) -> bool:
     """Start a local Ray (or join `address`). Returns True if this call started Ray."""
     if ray.is_initialized():
         return False
     if address:
-        try:
-            ray.init(address=address, log_to_driver=verbose, logging_level=logging.WARNING)
-        except (ConnectionError, RuntimeError, ValueError) as e:
-            raise UserError(f"cannot join the Ray cluster at {address!r} ({e}); start one with `ray start --head` "
-                            "or leave out --ray-address to run locally") from None
+        join_ray(address, verbose)
         return True
     # Keep every Ray server on loopback for a local run.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
@@ -155,8 +194,13 @@ class Scheduler:
         todo = [_Pending(s) for s in expand(self.config) if s.key not in done]
         if not todo:
             return 0
+        # A policy that never gets to act is a setup error (reported, not recorded as 0%), unless
+        # earlier records of this run show it acting.
+        self._gate = SetupGate(limit=min(len(todo), SETUP_GATE_EPISODES), policy=self.config.policy.get("name", ""),
+                               proven=resumed and any(r.get("env_steps") for r in self.run_dir.records()))
         if self.options.in_process or _operator_driven(self.config):
             self._drive_in_process(todo, on_result)
+            self._gate.finish()
             return len(todo)
         n_workers = self.options.workers or default_workers(len(todo))
         n_workers = max(1, min(n_workers, len(todo)))
@@ -166,6 +210,7 @@ class Scheduler:
         finally:
             if started:
                 ray.shutdown()
+        self._gate.finish()
         return len(todo)
 
     # -- internals ----------------------------------------------------------------------------
@@ -174,6 +219,12 @@ class Scheduler:
         o = self.options
         if not o.uses_policy_actor(self.config.policy):
             return []
+        have = ray.cluster_resources()
+        need = {"GPU": o.policy_gpus, "CPU": o.policy_cpus, **(o.policy_resources or {})}
+        short = [f"{v:g} {k} (the cluster has {have.get(k, 0):g})" for k, v in need.items() if v and have.get(k, 0) < v]
+        if short:  # Ray would wait for it forever
+            raise UserError(f"a policy replica needs {', '.join(short)}: it could never start; lower --policy-gpus "
+                            "or join a cluster that has it (--ray-address)")
         cls = ray.remote(PolicyActor).options(num_cpus=o.policy_cpus, num_gpus=o.policy_gpus, resources=o.policy_resources or None,
                                               max_restarts=-1, max_concurrency=1000)
         batch = BatchOptions(o.max_batch_size, o.max_wait_ms)
@@ -183,11 +234,12 @@ class Scheduler:
         actor = self._replicas[index % len(self._replicas)] if self._replicas else None
         return RemoteEnvWorker.options(
             num_cpus=1, memory=ENV_WORKER_MEMORY, max_restarts=0,
-        ).remote(self.config.policy, f"worker{index}", actor, self.options.render_threads)
+        ).remote(self.config.policy, f"worker{index}", actor, self.options.render_threads, True)
 
     def _drive(self, todo: list[_Pending], n_workers: int, on_result) -> None:
         self._replicas = self._policy_actors()
         try:
+            await_built(self._replicas[:1], "policy actor")  # the first: others may wait for resources
             self._drive_workers(todo, n_workers, on_result)
         finally:
             for actor in self._replicas:
@@ -200,6 +252,7 @@ class Scheduler:
     def _drive_workers(self, todo: list[_Pending], n_workers: int, on_result) -> None:
         queue = list(todo)
         workers = {i: self._new_worker(i) for i in range(n_workers)}
+        await_built([workers[0]], "env worker")  # before any episode: a broken policy is one line
         worker_task: dict[int, tuple | None] = {i: None for i in workers}  # the env each worker has built
         inflight: dict = {}  # ObjectRef -> (worker index, pending)
         next_index = n_workers
@@ -278,10 +331,11 @@ class Scheduler:
         return p.attempts < self.options.max_attempts
 
     def _finish(self, p: _Pending, outcome: dict, video: bytes | None, on_result) -> None:
-        record = self._record(p, outcome, video)
-        self.run_dir.append(record.to_dict())
-        if on_result:
-            on_result(record)
+        for p, outcome, video in self._gate.admit(outcome, (p, outcome, video)):
+            record = self._record(p, outcome, video)
+            self.run_dir.append(record.to_dict())
+            if on_result:
+                on_result(record)
 
     def _record(self, p: _Pending, outcome: dict, video: bytes | None) -> EpisodeResult:
         spec, policy = p.spec, self.config.policy

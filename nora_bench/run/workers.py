@@ -15,6 +15,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from nora_bench import UserError
 from nora_bench.envs import configure_rendering, make_env
 from nora_bench.envs.base import Observation
 from nora_bench.episode import ERROR, EpisodeSpec, InfrastructureError, ProtocolRun
@@ -31,7 +32,8 @@ POLICY_RESTART_WAIT_S = 600.0
 class EnvWorker:
     """Runs episodes on its env, with a local policy or a handle to a policy actor."""
 
-    def __init__(self, policy_preset: dict, name: str = "", policy_actor=None, render_threads: int | None = None):
+    def __init__(self, policy_preset: dict, name: str = "", policy_actor=None, render_threads: int | None = None,
+                 defer_build_error: bool = False):
         if render_threads:
             # llvmpipe renders with one thread per core by default; several workers on one
             # machine oversubscribe the cores unless each keeps to its share.
@@ -40,9 +42,21 @@ class EnvWorker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
         self.policy_actor = policy_actor
-        self.policy = None if policy_actor is not None else make_policy(policy_preset)
         self.env = None
         self.env_kind = None
+        # A Ray actor whose constructor raises leaves its error in Ray's worker logs only: keep it
+        # for `ready()`, which the driver awaits before any episode (deferred only on Ray).
+        self.build_error: str | None = None
+        try:
+            self.policy = None if policy_actor is not None else make_policy(policy_preset)
+        except UserError as e:
+            if not defer_build_error:
+                raise
+            self.policy, self.build_error = None, str(e)
+
+    def ready(self) -> str | None:
+        """None once the worker (and its local policy) is built, else why it could not be."""
+        return self.build_error
 
     def pid(self) -> int:
         return os.getpid()
@@ -121,6 +135,18 @@ class EnvWorker:
 
     def shutdown(self) -> None:
         self._close_env()
+
+
+def await_built(handles: list, what: str) -> None:
+    """Wait until every actor in `handles` is constructed; a UserError with the first one's build
+    error (e.g. a policy that cannot be built) instead of episodes failing one by one."""
+    for handle, ref in [(h, h.ready.remote()) for h in handles]:
+        try:
+            error = ray.get(ref)
+        except RayActorError as e:
+            raise UserError(f"the {what} died while being built: {str(e).strip().splitlines()[0][:300]}") from None
+        if error:
+            raise UserError(error)
 
 
 RemoteEnvWorker = ray.remote(EnvWorker)
