@@ -10,6 +10,8 @@ os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 REPO = Path(__file__).resolve().parents[1]
+# Ray worker processes import test-only policies (tests/fault_policies.py) by module name.
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests"), str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 ARTIFACTS = REPO / "test-artifacts"
 
 

@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 
-import psutil
 from conftest import REPO, run_cli
 from nora_bench import results
 from nora_bench.cli import resolve_config
@@ -22,31 +21,24 @@ def config(policy="random", tasks="0", trials=3, steps=25, suite="libero_object"
     return resolve_config(suite, policy, tasks, str(trials), 7, None, steps, None, None, False, False, "steps")
 
 
-def ray_procs(title: str) -> list[psutil.Process]:
-    """This test's own Ray processes (the local Ray is a child of this process) named `title`."""
-    out = []
-    for p in psutil.Process(os.getpid()).children(recursive=True):
-        try:
-            if any(title in part for part in p.cmdline()):
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
-
-
-def kill_when_busy(title: str, killed: list, timeout=240.0):
-    """SIGKILL the first process whose title shows it is running `title` (mid-episode)."""
+def kill_at_marker(marker, killed: list, timeout=600.0):
+    """SIGKILL the process whose id StallOncePolicy wrote to `marker` (it is blocked inside a call
+    for a known episode)."""
     deadline = time.time() + timeout
-    while time.time() < deadline and not killed:
-        for p in ray_procs(title):
-            time.sleep(1.5)  # let it get into the episode
-            try:
-                p.send_signal(signal.SIGKILL)
-                killed.append(p.pid)
-                return
-            except psutil.Error:
-                pass
-        time.sleep(0.2)
+    while time.time() < deadline:
+        if marker.exists():
+            pid = int(marker.read_text())
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+            return
+        time.sleep(0.1)
+
+
+def stall_config(marker, trials=2, steps=20):
+    cfg = config(policy="zero-agentview", trials=trials, steps=steps)
+    cfg.policy = {**cfg.policy, "name": "stall", "kind": "fault_policies:StallOncePolicy", "marker": str(marker),
+                  "episode": "libero_object/task000/trial01", "at_query": 3}
+    return cfg
 
 
 def fingerprints(run_dir) -> dict:
@@ -57,35 +49,40 @@ def fingerprints(run_dir) -> dict:
 
 
 def test_killed_env_worker_is_replaced_and_its_episode_rerun(tmp_path, ray_local):
+    """The worker is killed while its policy is inside query 3 of trial 1: that episode, and only
+    it, is re-run on a fresh worker."""
     killed: list[int] = []
-    t = threading.Thread(target=kill_when_busy, args=("ray::EnvWorker.run", killed), daemon=True)
+    marker = tmp_path / "stalled"
+    t = threading.Thread(target=kill_at_marker, args=(marker, killed), daemon=True)
     t.start()
     rd = RunDir(tmp_path / "run")
-    Scheduler(config(trials=3, steps=40), rd, ExecOptions(workers=2, max_attempts=3)).run()
+    Scheduler(stall_config(marker, trials=3), rd, ExecOptions(workers=2, max_attempts=3, policy_mode="local")).run()
     t.join(timeout=5)
-    assert killed, "the test did not manage to kill a worker"
-    df = results.load(rd.path)
-    assert sorted(df["key"]) == [f"libero_object/task000/trial0{i}" for i in range(3)]  # each exactly once
-    rerun = df[df["attempts"] > 1]
-    assert len(rerun) == 1
-    assert "env worker died" in rerun.iloc[0]["attempt_errors"][0]
+    assert killed, "the policy never reached the stall point"
+    df = results.load(rd.path).set_index("key")
+    assert sorted(df.index) == [f"libero_object/task000/trial0{i}" for i in range(3)]  # each exactly once
+    assert df["attempts"].to_dict() == {"libero_object/task000/trial00": 1, "libero_object/task000/trial01": 2,
+                                        "libero_object/task000/trial02": 1}
+    assert "env worker died" in df.loc["libero_object/task000/trial01", "attempt_errors"][0]
     assert (df["termination"] == "step_limit").all()  # every episode finished in the end
 
 
 def test_killed_policy_actor_is_restarted(tmp_path, ray_local):
+    """The policy actor is killed with a call in flight for trial 1: Ray restarts it and the episode is
+    re-run (an episode waiting on the actor at that moment may be re-run too; none is lost or doubled)."""
     killed: list[int] = []
-    t = threading.Thread(target=kill_when_busy, args=("ray::PolicyActor", killed), daemon=True)
+    marker = tmp_path / "stalled"
+    t = threading.Thread(target=kill_at_marker, args=(marker, killed), daemon=True)
     t.start()
     rd = RunDir(tmp_path / "run")
-    Scheduler(config(policy="zero-agentview", trials=2, steps=60), rd,
-              ExecOptions(workers=2, policy_mode="actor", max_attempts=3)).run()
+    Scheduler(stall_config(marker), rd, ExecOptions(workers=2, policy_mode="actor", max_attempts=3)).run()
     t.join(timeout=5)
-    assert killed
-    df = results.load(rd.path)
-    assert len(df) == 2 and df["key"].is_unique
+    assert killed, "the policy never reached the stall point"
+    df = results.load(rd.path).set_index("key")
+    assert len(df) == 2 and df.index.is_unique
     assert (df["termination"] == "step_limit").all()
-    errors = [e for errs in df["attempt_errors"] for e in errs]
-    assert any("policy actor died" in e for e in errors), errors  # in flight, or restarted and state lost
+    stalled = df.loc["libero_object/task000/trial01"]
+    assert stalled["attempts"] == 2 and "policy actor died" in stalled["attempt_errors"][0], stalled["attempt_errors"]
 
 
 def test_episode_that_keeps_failing_is_recorded_as_errored(tmp_path, ray_local):

@@ -1,0 +1,51 @@
+"""Policies for fault tests, importable by Ray worker processes (conftest puts tests/ on PYTHONPATH)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from nora_bench.policies.trivial import ZeroPolicy
+
+
+class StallOncePolicy(ZeroPolicy):
+    """The zero policy, except that on query `at_query` of `episode`, the first time in this run,
+    it writes its process id to `marker` and blocks: the test then kills that process with this
+    call in flight for a known episode (a defined point, however slow the machine is)."""
+
+    def __init__(self, marker: str, episode: str, at_query: int = 3, **kw):
+        super().__init__(**kw)
+        self.marker, self.episode, self.at_query = marker, episode, at_query
+        self.queries: dict[str, int] = {}
+
+    def start_episode(self, spec) -> None:
+        self.queries[spec.key] = 0
+
+    def act(self, observations):
+        for o in observations:
+            self.queries[o.episode] = self.queries.get(o.episode, 0) + 1
+            if o.episode == self.episode and self.queries[o.episode] == self.at_query and not os.path.exists(self.marker):
+                tmp = f"{self.marker}.tmp"
+                with open(tmp, "w") as f:
+                    f.write(str(os.getpid()))
+                os.replace(tmp, self.marker)  # the test never reads a half-written pid
+                time.sleep(3600)  # until killed
+        return super().act(observations)
+
+
+class RaisingPolicy(ZeroPolicy):
+    """Raises on every query: a broken policy (a setup error, not a 0% result)."""
+
+    def act(self, observations):
+        raise ValueError("this policy is broken")
+
+
+class BrokenBuildPolicy(ZeroPolicy):
+    """Cannot be built: its construction reads a file that is not JSON (like a bad config.json)."""
+
+    def __init__(self, path: str, **kw):
+        import json
+
+        super().__init__(**kw)
+        with open(path) as f:
+            json.load(f)
