@@ -117,3 +117,56 @@ def test_report_out_that_cannot_be_written_is_one_line(tmp_path):
     make_run(tmp_path / "s", outcomes(0, "FF"), tasks=(0,), trials=range(2))
     one_line_error(run_cli("compare", str(tmp_path / "r"), str(tmp_path / "s"), "--out", str(a_file / "cmp")),
                    "choose a writable --out folder")
+
+
+def policy_file(tmp_path, text: str):
+    path = tmp_path / "mine.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+RUN = ["run", "libero_object", "--tasks", "0", "--trials", "1", "--max-steps", "5", "--no-video", "--workers", "1"]
+
+
+@pytest.mark.parametrize("preset,message", [
+    ('kind: zero\nhorizon: "five"\n', "policy preset 'mine' (kind zero): horizon is 'five' (str), expected int"),
+    ("kind: zero\ntrust_remote_code: true\n", "unknown key(s) trust_remote_code; ZeroPolicy takes: cameras, horizon"),
+    # A module:Class kind imports code (documented: presets are code-trusted), but only a policy class is used.
+    ('kind: "os:system"\ncommand: "touch {marker}"\n', "policy kind 'os:system' in preset 'mine' is not a policy"),
+    ('kind: "collections:OrderedDict"\n', "collections:OrderedDict lacks start_episode, act"),
+])
+def test_preset_mistakes_are_refused_before_the_run(tmp_path, preset, message):
+    marker = tmp_path / "ran"
+    proc = run_cli(*RUN, "--policy", policy_file(tmp_path, preset.format(marker=marker)), "--out", str(tmp_path / "r"))
+    one_line_error(proc, message)
+    assert not marker.exists() and not (tmp_path / "r").exists()
+
+
+def test_unreachable_ray_address_is_one_line_in_seconds(tmp_path):
+    proc = run_cli(*RUN, "--ray-address", "127.0.0.1:1", "--out", str(tmp_path / "r"), timeout=120)
+    one_line_error(proc, "cannot reach the Ray cluster at 127.0.0.1:1 (Connection refused)")
+
+
+@pytest.mark.parametrize("mode", ["actor", "local"])
+def test_a_policy_that_cannot_be_built_is_one_line_before_any_episode(tmp_path, mode):
+    """Its construction fails inside a Ray actor (a config.json that is not JSON): the driver awaits
+    the first actor's construction and says why, instead of waiting at 0/1 forever."""
+    bad = tmp_path / "config.json"
+    bad.write_text("{not json")
+    policy = policy_file(tmp_path, f'kind: "fault_policies:BrokenBuildPolicy"\npath: "{bad}"\n')
+    proc = run_cli(*RUN, "--policy", policy, "--policy-mode", mode, "--out", str(tmp_path / "r"), timeout=300)
+    one_line_error(proc, "cannot build policy 'mine' (kind fault_policies:BrokenBuildPolicy): JSONDecodeError")
+    assert not (tmp_path / "r" / "episodes.jsonl").exists()
+
+
+def test_a_policy_that_fails_every_query_is_a_setup_error_not_a_zero(tmp_path):
+    policy = policy_file(tmp_path, 'kind: "fault_policies:RaisingPolicy"\n')
+    proc = run_cli(*RUN, "--policy", policy, "--out", str(tmp_path / "r"), timeout=300)
+    one_line_error(proc, "policy 'mine' failed before its first action in 1 episode (policy raised ValueError: "
+                         "this policy is broken): a setup error, not a result")
+    assert not (tmp_path / "r" / "episodes.jsonl").exists()
+
+
+def test_a_policy_replica_that_could_never_be_placed_is_one_line(tmp_path):
+    proc = run_cli(*RUN, "--policy-mode", "actor", "--policy-gpus", "64", "--out", str(tmp_path / "r"), timeout=300)
+    one_line_error(proc, "a policy replica needs 64 GPU (the cluster has")
