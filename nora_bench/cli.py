@@ -52,7 +52,8 @@ def fail(message: str) -> None:
 
 def resolve_config(suite: str, policy: str, tasks: str | None, trials: str | None, seed: int,
                    chunk_exec: str | None, max_steps: int | None, step_unit: str | None, distractors: int | None,
-                   video: bool, video_wrist: bool, video_frames: str) -> RunConfig:
+                   video: bool, video_wrist: bool, video_frames: str, scene: str = "reference",
+                   scene_seed: int = 0) -> RunConfig:
     s = load_suite(suite)
     p = load_policy_preset(policy)
     task_ids = parse_index_list(tasks, s.num_tasks, "task",
@@ -82,10 +83,13 @@ def resolve_config(suite: str, policy: str, tasks: str | None, trials: str | Non
         raise UserError(f"--distractors {n_distractors} does not match suite {s.name}'s {len(s.distractor_names)} "
                         f"distractor_names: leave out --distractors or use a suite without a name list")
     n_distractors = n_distractors or len(s.distractor_names)
+    from nora_bench.envs.libero_scenes import check_scene
+
+    check_scene(scene, scene_seed)
     return RunConfig(suite=_suite_dict(s), policy=p, tasks=task_ids, trials=trial_ids, seed=seed,
                      chunk_exec=str(rule), max_steps=max_steps or s.max_steps, step_unit=unit,
                      num_steps_wait=s.num_steps_wait, distractors=n_distractors, video=video,
-                     video_wrist=video_wrist, video_frames=video_frames)
+                     video_wrist=video_wrist, video_frames=video_frames, scene=scene, scene_seed=scene_seed)
 
 
 def _suite_dict(s) -> dict:
@@ -138,6 +142,8 @@ def run(
     video: bool = typer.Option(True, "--video/--no-video", help="Write a rollout mp4 per episode."),
     video_wrist: bool = typer.Option(False, "--video-wrist", help="Put the wrist camera beside agentview in videos."),
     video_frames: str = typer.Option("steps", help="Video frames at every env step (steps) or at policy queries only (queries)."),
+    scene: str = typer.Option("reference", help="LIBERO fixture placement: reference (the published scripts' scene for each trial) or episode (seeded per episode)."),
+    scene_seed: int = typer.Option(0, help="The published scripts' env.seed() for reference scenes: 0 (OpenVLA, NORA) or 7 (openpi)."),
     robot_host: Optional[str] = typer.Option(None, help="Real-robot suites: host of the bridge_data_robot WidowX server."),
     robot_port: Optional[int] = typer.Option(None, help="Real-robot suites: port of the WidowX server (default: the suite's, 5556)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: results/<suite>-<policy>-<time>). An existing run folder with the same settings is resumed."),
@@ -166,7 +172,7 @@ def run(
         if policy_replicas < 1 or max_batch < 1 or max_wait_ms < 0 or policy_gpus < 0:
             raise UserError("--policy-replicas and --max-batch must be >= 1, --max-wait-ms and --policy-gpus >= 0")
         config = resolve_config(suite, policy, tasks, trials, seed, chunk_exec, max_steps, step_unit, distractors,
-                                video, video_wrist, video_frames)
+                                video, video_wrist, video_frames, scene=scene, scene_seed=scene_seed)
         # Model overrides go into the policy preset (recorded in config.yaml); then fail fast on missing files.
         from nora_bench.policies import check_preset, override_preset
 

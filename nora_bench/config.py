@@ -229,6 +229,8 @@ class RunConfig:
     video: bool = True
     video_wrist: bool = False
     video_frames: str = "steps"  # "steps" (every env step) or "queries"
+    scene: str = "reference"  # LIBERO fixture placement: the published scripts' (reference) or per episode
+    scene_seed: int = 0  # the published scripts' env.seed(): OpenVLA/NORA 0, openpi 7
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

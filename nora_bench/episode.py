@@ -55,6 +55,10 @@ class EpisodeSpec:
     video_cameras: tuple[str, ...] = ()  # what the video shows (empty: no video)
     video_frames: str = "steps"
     env_options: tuple[tuple[str, Any], ...] = ()
+    # LIBERO fixture placement (envs/libero_scenes.py): `reference` = the published scripts' scene for
+    # this trial after env.seed(scene_seed); `episode` = NumPy seeded from `seed` before the reset.
+    scene: str = "reference"
+    scene_seed: int = 0
 
     @property
     def key(self) -> str:

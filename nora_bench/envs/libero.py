@@ -7,6 +7,7 @@ init state i for trial i, success from the simulator's own BDDL goal check, agen
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from functools import lru_cache
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 
 from nora_bench import UserError
 from nora_bench.envs.base import Observation, StepResult
+from nora_bench.envs.libero_scenes import REFERENCE, SceneRecord, SceneSeeder
 from nora_bench.envs.libero_state import read_state
 from nora_bench.policies.trivial import DUMMY_ACTION
 
@@ -24,7 +26,6 @@ CAMERA_ALIASES = {"wrist": "robot0_eye_in_hand"}
 # Reset without reloading the MuJoCo model: tests/test_libero.py proves it gives the same
 # trajectory as a hard reset for the same init state and actions, at a tenth of the cost.
 SOFT_RESET = True
-ENV_SEED = 0  # the reference scripts call env.seed(0) once per env
 
 
 def camera_name(name: str) -> str:
@@ -79,6 +80,8 @@ class LiberoEnv:
         self._episode = ""
         self.info: dict[str, Any] = {}
         self._distractors = None  # distractors.DistractorScene when the scene has distractors
+        self._scenes: SceneSeeder | None = None
+        self._scene: SceneRecord | None = None
 
     # -- building ---------------------------------------------------------------------------
     def _build(self, spec) -> None:
@@ -104,7 +107,7 @@ class LiberoEnv:
         else:
             kwargs["use_camera_obs"] = False
         self._env = OffScreenRenderEnv(**kwargs)
-        self._env.seed(ENV_SEED)
+        self._scenes = SceneSeeder(self._replay_reset)
         if categories:
             self._distractors = distractors.DistractorScene(self._env, instances, list(categories),
                                                             open(bddl).read())
@@ -135,11 +138,14 @@ class LiberoEnv:
         # observation is the policy's first when there are no settle steps.
         self._set_rendering(True)
         # LIBERO re-samples fixture placements (cabinets, stoves: model body poses, not part of the
-        # init state) from NumPy's global RNG at every reset. The reference scripts let that depend on
-        # how many resets one long-lived env has done; seeding it per episode makes an outcome
-        # independent of which worker ran the episode and in what order.
-        np.random.seed(spec.seed % 2**32)
+        # init state) from NumPy's global RNG at every reset: put the RNG where the published script
+        # has it for this trial (envs/libero_scenes.py), or seed it per episode (scene: episode).
+        scene, scene_seed = getattr(spec, "scene", REFERENCE), getattr(spec, "scene_seed", 0)
+        self._scenes.before_reset(scene, scene_seed, spec.init_state, spec.seed)
         self._env.reset()
+        self._scenes.after_reset(scene, scene_seed, spec.init_state)
+        self._scene = SceneRecord.read(self._env.env, scene, scene_seed if scene == REFERENCE else spec.seed,
+                                       self._scenes)
         if SOFT_RESET:
             # The only state a soft reset keeps that a model reload clears: the gripper's
             # integrated command (robosuite's Panda gripper accumulates it across steps).
@@ -170,9 +176,19 @@ class LiberoEnv:
         state = np.round(self._env.get_sim_state()[1:], 6)
         info = {"final_eef_pos": [round(float(x), 5) for x in self._env.env.robots[0].controller.ee_pos],
                 "final_state_sha1": hashlib.sha1(state.tobytes()).hexdigest()}
+        if self._scene is not None:
+            info["scene"] = dataclasses.asdict(self._scene)
         if self._distractors is not None:
             info.update(self._distractors.info())
         return info
+
+    def _replay_reset(self) -> None:
+        """One unrendered reset: replays the RNG draws of a published trial's reset (libero_scenes.py)."""
+        self._set_rendering(False)
+        try:
+            self._env.reset()
+        finally:
+            self._set_rendering(True)
 
     def close(self) -> None:
         if self._env is not None:

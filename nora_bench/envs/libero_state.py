@@ -134,7 +134,8 @@ class LiberoStateReader:
 def read_state(env, raw: dict) -> dict[str, Any]:
     """The privileged state of LIBERO env `env` (an OffScreenRenderEnv); the reader is cached on it."""
     reader = getattr(env, "_nora_state_reader", None)
-    if reader is None or reader.env is not env.env:
+    # A hard reset (robosuite reloads the model) gives the env a new sim: read that one.
+    if reader is None or reader.env is not env.env or reader._d is not env.env.sim.data._data:
         reader = LiberoStateReader(env)
         env._nora_state_reader = reader
     return reader.read(raw)

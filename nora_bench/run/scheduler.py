@@ -87,7 +87,8 @@ def expand(config: RunConfig) -> list[EpisodeSpec]:
                 distractors=config.distractors, distractor_names=tuple(suite.distractor_names),
                 camera_size=suite.camera_size, cameras=cameras,
                 state=bool(policy.get("state", False)), video_cameras=video_cameras,
-                video_frames=config.video_frames, env_options=_env_options(suite, task))
+                video_frames=config.video_frames, env_options=_env_options(suite, task),
+                scene=config.scene, scene_seed=config.scene_seed)
             specs.append(replace(spec, seed=episode_seed(config.seed, spec.key)))
     return specs
 
