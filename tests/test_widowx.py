@@ -1,9 +1,29 @@
 """The real-WidowX adapter against the stand-in robot server, a separate process speaking the
-bridge_data_robot wire protocol on loopback; operator answers go through the CLI's real stdin."""
+bridge_data_robot wire protocol on loopback; operator answers go through the CLI's real stdin.
+
+Upstream facts these tests hold the stand-in and the client to (read, not copied):
+- rail-berkeley/bridge_data_robot a902e5b96c518deddc4d756c26f32d033cef5718,
+  `widowx_envs/widowx_envs/widowx_env_service.py`: WidowXActionServer.__observe sends
+  `{"image", "state", "full_image": mat_to_jpeg(obs["full_image"][0])}` whatever keys are asked
+  (JPEG since commit 6325002451c9103f80b4fd5156e2aa2853f0152c, 2023-10-04; a raw array before, and
+  before `init` a random 480x640 array and `state` {}); __action answers `{"status": ...}`,
+  EXECUTION_FAILURE for an unknown key, NOT_INITIALIZED before init; WidowXClient.get_observation
+  decodes `full_image` with `jpeg_to_mat`. `base/robot_base_env.py` `render()` flips the camera's
+  BGR to RGB (`img[:, :, ::-1]`) before the server encodes it; `widowx_env.py`
+  `_get_processed_image` makes `image` (resize, CHW, flatten, float32 / 255, one row per camera).
+- youliangtan/agentlace 76984f9b854b9ad88c78b3e5f0319e6e3c573e34 (`internal/utils.py` unchanged
+  since edgeml, which bridge_data_robot imports): `mat_to_jpeg` = `cv2.imencode(".jpg", img)`,
+  `jpeg_to_mat` = `cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)`, `compute_hash` =
+  md5 of `pickle.dumps(obj)`, lz4 compression = `lz4.frame.compress(pickle.dumps(data))`;
+  `action.py`: the hash reply is `{"success": True, "payload": json.dumps(asdict(config),
+  separators=(",", ":"))}`, an unknown request type gets `{"success": False, "message": "Invalid
+  payload"}`, and the client sends `{"type": "obs", "keys": <set>}`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import pickle
@@ -25,8 +45,10 @@ import yaml
 from nora_bench import UserError
 from nora_bench.config import load_suite
 from nora_bench.envs.widowx import UnattendedOperator, WidowXEnv, pacing_stats
-from nora_bench.envs.widowx_protocol import (ConfigMismatch, ForbiddenPickle, ProtocolError, WidowXClient,
-                                             WidowXStatus, decode, encode, widowx_config)
+from nora_bench.envs.widowx_protocol import (ConfigMismatch, ForbiddenPickle, ObservationError, ProtocolError,
+                                             WidowXClient, WidowXStatus, agentlace_config_hash, decode,
+                                             decode_full_image, encode, jpeg_to_mat, mat_to_jpeg, widowx_config)
+from nora_bench.envs.widowx_sim_server import FAULTS
 from nora_bench.episode import EpisodeResult, EpisodeSpec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -187,6 +209,75 @@ def test_config_json_is_bridge_data_robots():
         '{"port_number":5556,"action_keys":["init","move","gripper","reset","step_action","reboot_motor"],'
         '"observation_keys":["image","state","full_image"],"broadcast_port":5557,"version":"0.0.1"}')
     assert widowx_config(5556).digest() != widowx_config(5556, version="0.0.2").digest()
+
+
+def test_agentlace_config_hash_is_md5_of_the_pickled_json():
+    """agentlace `internal/utils.py` compute_hash(obj) = md5(pickle.dumps(obj)), applied by
+    ActionClient to the JSON strings (`action.py`): not the md5 of the JSON's bytes."""
+    import hashlib
+
+    text = widowx_config(5556).to_json()
+    upstream = hashlib.md5(pickle.dumps(text)).hexdigest()  # compute_hash, as agentlace writes it
+    assert agentlace_config_hash(text) == widowx_config(5556).agentlace_hash() == upstream
+    assert upstream != hashlib.md5(text.encode()).hexdigest() == widowx_config(5556).digest()
+
+
+# -- the camera image: JPEG as agentlace encodes and decodes it --------------------------------------
+def rgb_scene(h: int = 96, w: int = 128) -> np.ndarray:
+    """An RGB image whose channels differ everywhere (an orange field, a blue block, a gradient)."""
+    img = np.empty((h, w, 3), np.uint8)
+    img[...] = (210, 120, 40)
+    img[h // 5: h // 2, w // 4: 3 * w // 4] = (30, 60, 200)
+    img[3 * h // 4:, :, 1] = np.linspace(0, 255, w, dtype=np.uint8)
+    return img
+
+
+def test_jpeg_round_trip_keeps_the_servers_channel_order():
+    """The server encodes its RGB frame with cv2 (which takes it for BGR); the client decodes with
+    cv2 and gets RGB back. A standard decoder (PIL) reads the same bytes with R and B swapped."""
+    import cv2
+    from PIL import Image
+
+    img = rgb_scene()
+    buf = mat_to_jpeg(img)
+    assert buf == cv2.imencode(".jpg", img)[1].tobytes()  # agentlace mat_to_jpeg
+    decoded = decode_full_image(buf)
+    assert decoded.encoding == "jpeg" and decoded.wire_bytes == len(buf) and decoded.decode_s > 0
+    assert decoded.array.shape == img.shape and decoded.array.dtype == np.uint8
+    assert np.abs(decoded.array.astype(int) - img).mean() < 3  # JPEG quality 95
+    assert np.array_equal(decoded.array, jpeg_to_mat(buf))
+    pil = np.asarray(Image.open(io.BytesIO(buf)).convert("RGB"))
+    assert np.abs(pil[..., ::-1].astype(int) - img).mean() < 3
+    assert np.abs(pil.astype(int) - img).mean() > 40
+    raw = decode_full_image(img)  # an older server's raw array is accepted as it is
+    assert raw.encoding == "raw" and raw.array is img
+
+
+def unusable_full_images(tmp_path) -> dict:
+    """What the stand-in's faults put in `full_image`, and a few more."""
+    obs = {"full_image": mat_to_jpeg(rgb_scene()), "image": np.zeros((1, 12), np.float32), "state": np.zeros(7)}
+    header = bytearray(mat_to_jpeg(rgb_scene(16, 16)))
+    sof = header.index(b"\xff\xc0")  # baseline frame header: ... height (2 bytes), width (2 bytes)
+    header[sof + 5: sof + 9] = (5000).to_bytes(2, "big") * 2
+    bomb = bytearray(header)
+    bomb[sof + 5: sof + 9] = (60000).to_bytes(2, "big") * 2
+    return {
+        "malformed-jpeg": (FAULTS["malformed-jpeg"](obs, "")["full_image"], "do not decode as a JPEG image"),
+        "truncated-jpeg": (FAULTS["truncated-jpeg"](obs, "")["full_image"], "JPEG is truncated"),
+        "wrong-shape": (FAULTS["wrong-shape"](obs, "")["full_image"], r"uint8 array of shape \(3, 96, 128\)"),
+        "png": (b"\x89PNG\r\n\x1a\n" + bytes(100), "not a JPEG image"),
+        "float": (rgb_scene().astype(np.float32), "float32 array"),
+        "huge": (bytes(header), "claims 5000x5000 pixels"),
+        "bomb": (bytes(bomb), "claims more pixels than a camera sends"),
+        "text": ("a string", "is str"),
+    }
+
+
+def test_unusable_full_images_are_refused_with_one_line(tmp_path):
+    for name, (value, message) in unusable_full_images(tmp_path).items():
+        with pytest.raises(ObservationError, match=message) as e:
+            decode_full_image(value)
+        assert "\n" not in str(e.value) and "full_image" in str(e.value), name
 
 
 def test_pacing_stats():

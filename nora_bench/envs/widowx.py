@@ -7,6 +7,12 @@ the loop stops the episode -> the operator says how it went, which becomes the e
 success (partial credit for multi-object tasks goes into env_info). The robot is reached over
 the bridge_data_robot wire protocol (`widowx_protocol`); a timeout or lost connection ends the
 episode with its reason recorded.
+
+Robot-side errors after a clean handshake: an observation that cannot be used (an image that does
+not decode, is truncated or has the wrong shape) makes the harness ask the operator once whether
+to ask the robot again; a second one ends the episode as `env_failure` (or, at a reset, the
+session). A reply our client refuses to unpickle (it could run code here) ends the session at
+once with one line. Neither is ever retried behind the operator's back.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ import numpy as np
 
 from nora_bench import UserError
 from nora_bench.envs.base import Observation, StepResult
-from nora_bench.envs.widowx_protocol import DEFAULT_PORT, ProtocolError, RobotTimeout, WidowXClient, WidowXStatus
+from nora_bench.envs.widowx_protocol import (DEFAULT_PORT, ForbiddenPickle, ProtocolError, RobotObservation,
+                                             RobotTimeout, WidowXClient, WidowXStatus)
 
 # No motion, gripper open (bridge convention: gripper 1.0 open, 0.0 closed).
 WIDOWX_DUMMY_ACTION = np.array([0, 0, 0, 0, 0, 0, 1], dtype=np.float64)
@@ -40,6 +47,12 @@ DEFAULT_ENV_PARAMS = {
 
 class OperatorAbort(KeyboardInterrupt):
     """The operator ended the session (q, or end of input). Like Ctrl-C it is not an episode error:
+    the unfinished episode is not recorded, and re-running the command resumes at it."""
+
+
+class RobotRefused(KeyboardInterrupt):
+    """The robot cannot be used (it sent a reply our client refused, or unusable observations even
+    after the operator's one retry): the session ends like Ctrl-C, with the reason as its one line;
     the unfinished episode is not recorded, and re-running the command resumes at it."""
 
 
@@ -196,6 +209,12 @@ class WidowXEnv:
         self._verdict: dict[str, Any] = {}
         self._want_state = False
         self._config_hash = ""
+        self._agentlace_hash = ""
+        self._asked_retry = False  # the operator was asked about an unusable observation this episode
+        self._encodings: dict[str, int] = {}
+        self._decode_s: list[float] = []
+        self._wire_bytes: list[int] = []
+        self._frame_shape: tuple[int, ...] | None = None
 
     # -- connection ---------------------------------------------------------------------------
     def _ensure_client(self, opts: WidowXOptions, image_size: int) -> None:
@@ -205,6 +224,7 @@ class WidowXEnv:
         self._close_client()
         self.client = connect(opts)
         self._config_hash = self.client.config_hash
+        self._agentlace_hash = self.client.agentlace_config_hash
         status = self.client.init(opts.env_params, image_size, timeout_s=opts.init_timeout_s)
         if status != WidowXStatus.SUCCESS:
             self._close_client()
@@ -220,6 +240,18 @@ class WidowXEnv:
 
     # -- the Env interface --------------------------------------------------------------------
     def reset(self, spec) -> Observation:
+        try:
+            return self._reset(spec)
+        except ForbiddenPickle as e:
+            raise RobotRefused(str(e)) from None
+
+    def step(self, action: np.ndarray, render: bool = True) -> StepResult:
+        try:
+            return self._step(action, render)
+        except ForbiddenPickle as e:
+            raise RobotRefused(str(e)) from None
+
+    def _reset(self, spec) -> Observation:
         opts = WidowXOptions.from_items(spec.env_options)
         task = opts.task
         if not task.get("instruction"):
@@ -233,6 +265,8 @@ class WidowXEnv:
         self.info = {"task": task.get("name", f"task{spec.task_id}"), "instruction": task["instruction"]}
         self._verdict, self._ended_by = {}, ""
         self._want_state = spec.state
+        self._asked_retry, self._frame_shape = False, None
+        self._encodings, self._decode_s, self._wire_bytes = {}, [], []
 
         op = self.operator
         op.discard_pending()
@@ -252,6 +286,17 @@ class WidowXEnv:
                 # end the session (resumable), instead of every remaining trial erroring out.
                 self._close_client()
                 op.ask(f"{e}\nPress Enter to retry, or q + Enter to end the session.", _parse_start)
+            except ForbiddenPickle:
+                raise
+            except ProtocolError as e:
+                # The robot answered but refused (a failed init/reset/move) or sent unusable data:
+                # one retry if the operator wants it, then the session ends (no silent re-runs of
+                # the scene set-up by the scheduler).
+                if self._asked_retry:
+                    raise RobotRefused(f"{e}; fix the robot, then run the same command again to resume") from None
+                self._asked_retry = True
+                op.ask(f"robot-side error: {e}\nPress Enter to retry (once), or q + Enter to end the session.",
+                       _parse_start)
         op.say(f"running: up to {spec.max_steps} {spec.step_unit.replace('_', ' ')} at {opts.control_hz:g} Hz; "
                "press Enter to stop the episode early.")
         self._steps, self._ticks, self._next_tick = 0, [], None
@@ -259,7 +304,7 @@ class WidowXEnv:
         self._last = self._observation(raw)
         return self._last
 
-    def _reset_arm(self, opts: WidowXOptions, image_size: int) -> dict:
+    def _reset_arm(self, opts: WidowXOptions, image_size: int) -> RobotObservation:
         """Connect if needed, reset the arm, move it to the start pose; returns the first observation."""
         self._ensure_client(opts, image_size)
         for what, status in (("reset", lambda: self.client.reset()),
@@ -271,7 +316,7 @@ class WidowXEnv:
                 raise ProtocolError(f"the robot's {what} failed (status {WidowXStatus.NAMES.get(code, code)})")
         return self._observe()
 
-    def step(self, action: np.ndarray, render: bool = True) -> StepResult:
+    def _step(self, action: np.ndarray, render: bool) -> StepResult:
         assert self.client is not None and self.opts is not None, "reset() first"
         if self.operator.stop_requested():
             self._ended_by = "operator_stop"
@@ -292,6 +337,10 @@ class WidowXEnv:
             self._ended_by = "connection_lost"
             self._close_client()  # a fresh connection (and handshake) at the next reset
             return StepResult(self._last, success=False, failure=str(e))
+        except ProtocolError as e:
+            # Unusable again after the operator's retry: the episode ends, its reason recorded.
+            self._ended_by = "robot_error"
+            return StepResult(self._last, success=False, failure=f"robot-side error: {e}")
         return StepResult(self._last, success=False)
 
     def judge(self, termination: str) -> bool:
@@ -306,7 +355,14 @@ class WidowXEnv:
             ended += ": the connection to the robot was lost"
         elif self._ended_by == "robot_failure":
             ended += ": the robot refused an action"
+        elif self._ended_by == "robot_error":
+            ended += ": the robot sent an unusable observation"
         op.say(f"episode over after {self._steps} steps ({ended}).")
+        if self._ended_by == "robot_error":
+            # The policy was cut off mid-trial by bad data: not an outcome to judge.
+            self._verdict = {"operator_outcome": "not asked (robot-side error)"}
+            op.say("recorded: failure (robot-side error)")
+            return False
         if n > 1:
             placed = op.ask(f"How many of the {n} objects were placed as instructed? [0-{n}]", _parse_count(n))
             success = placed == n
@@ -332,7 +388,18 @@ class WidowXEnv:
             info["robot"] = f"{opts.robot_host}:{opts.robot_port}"
             info["control_hz"] = opts.control_hz
         if self._config_hash:
-            info["config_hash"] = self._config_hash  # kept after a lost connection closed the client
+            # Kept after a lost connection closed the client. Ours hashes the JSON's bytes;
+            # agentlace's (what its handshake compares) hashes the pickled JSON string.
+            info["config_hash"] = self._config_hash
+            info["agentlace_config_hash"] = self._agentlace_hash
+        if self._encodings:
+            # How `full_image` travelled: "jpeg" (bridge_data_robot since 6325002) or "raw" (older).
+            info["image_encoding"] = "+".join(sorted(self._encodings))
+            info["image_shape"] = list(self._frame_shape or ())
+            info["image_wire_kb_mean"] = round(float(np.mean(self._wire_bytes)) / 1024, 1)
+            if self._decode_s:
+                info["jpeg_decode_ms_mean"] = round(1000 * float(np.mean(self._decode_s)), 3)
+                info["jpeg_decode_ms_max"] = round(1000 * float(np.max(self._decode_s)), 3)
         info.update(pacing_stats(self._ticks, opts.control_hz if opts else 0.0))
         for name, values in self._rtt.items():
             if values:
@@ -357,27 +424,47 @@ class WidowXEnv:
         on_grid = self._next_tick is not None and now - self._next_tick < 0.1 * period
         self._next_tick = self._next_tick + period if on_grid else now + period
 
-    def _observe(self) -> dict:
+    def _observe(self) -> RobotObservation:
+        """One checked observation. An unusable one: the operator is asked once (per episode)
+        whether to ask the robot again; a refused one (hostile pickle) ends the session."""
+        while True:
+            try:
+                return self._observe_once()
+            except (ForbiddenPickle, RobotTimeout):
+                raise
+            except ProtocolError as e:
+                if self._asked_retry:
+                    raise
+                self._asked_retry = True
+                self.operator.discard_pending()
+                self.operator.ask(f"robot-side error: {e}\nPress Enter to ask the robot again (once), "
+                                  "or q + Enter to end the session.", _parse_start)
+
+    def _observe_once(self) -> RobotObservation:
         t = time.perf_counter()
         raw = self.client.get_observation()
         self._rtt["obs"].append(time.perf_counter() - t)
+        image = raw.full_image
+        if self._frame_shape is None:
+            self._frame_shape = image.array.shape
+        elif image.array.shape != self._frame_shape:
+            raise ProtocolError(f"the robot's 'full_image' changed size mid-episode ({self._frame_shape[1]}x"
+                                f"{self._frame_shape[0]} -> {image.array.shape[1]}x{image.array.shape[0]}): "
+                                "check the server's camera_topics")
+        if self._want_state and raw.state is None:
+            raise ProtocolError("the robot's observation has no 7-value 'state' and the policy asks for it: "
+                                "check the robot computer's server log")
+        self._encodings[image.encoding] = self._encodings.get(image.encoding, 0) + 1
+        self._wire_bytes.append(image.wire_bytes)
+        if image.encoding == "jpeg":
+            self._decode_s.append(image.decode_s)
         return raw
 
-    def _observation(self, raw: dict) -> Observation:
-        images = {}
-        # Images go under the names the policy and video asked for (e.g. `agentview`).
-        for name in dict.fromkeys(self._cameras + self._video_cameras):
-            key = CAMERA_KEYS[name]
-            img = raw.get(key)
-            if img is None:
-                raise ProtocolError(f"the robot's observation has no {key!r} image (keys: {', '.join(map(str, raw))}): "
-                                    "check the server's camera_topics")
-            img = np.asarray(img)
-            if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
-                raise ProtocolError(f"the robot's {key!r} is {img.dtype} {img.shape}, expected an HxWx3 uint8 image")
-            images[name] = img
+    def _observation(self, raw: RobotObservation) -> Observation:
+        # The one camera goes under every name the policy and video asked for (e.g. `agentview`).
+        images = {name: raw.full_image.array for name in dict.fromkeys(self._cameras + self._video_cameras)}
         # Proprioception only for policies that ask for state (NORA uses the image and instruction).
-        state = {"state": np.asarray(raw["state"])} if self._want_state and "state" in raw else None
+        state = {"state": raw.state} if self._want_state else None
         return Observation(instruction=self._instruction, episode=self._episode, images=images, state=state)
 
 

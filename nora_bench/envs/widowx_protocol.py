@@ -2,13 +2,20 @@
 
 ZeroMQ REQ/REP; every message is an lz4-frame-compressed pickle of a dict:
 ``{"type": "hash"}`` -> ``{"success": True, "payload": <ActionConfig JSON>}``,
-``{"type": "obs", "keys": [...]}`` -> observation dict,
+``{"type": "obs", "keys": [...]}`` -> ``{"image", "state", "full_image"}``,
 ``{"type": "act", "key": K, "payload": {...}}`` -> ``{"status": WidowXStatus}``.
 
-The agentlace/edgeml packages that define it are not on PyPI, so this module has its own client
-(and the server half that the stand-in robot uses). Unpickling network data can execute code: we
+`full_image` travels as JPEG bytes (`mat_to_jpeg` on the server, `jpeg_to_mat` in the client,
+both OpenCV, as agentlace/edgeml `internal/utils.py` define them; bridge_data_robot since commit
+6325002). The agentlace/edgeml packages are not on PyPI, so this module has its own client (and
+the server half that the stand-in robot uses). Unpickling network data can execute code: we
 unpickle with `RestrictedUnpickler`, which admits only the types the protocol carries (dicts,
 lists, tuples, sets, numbers, strings, bytes, numpy arrays and scalars) and refuses anything else.
+
+Upstream versions read: rail-berkeley/bridge_data_robot a902e5b96c518deddc4d756c26f32d033cef5718
+(2024-06-24, `widowx_envs/widowx_envs/widowx_env_service.py`), youliangtan/agentlace
+76984f9b854b9ad88c78b3e5f0319e6e3c573e34 (2025-03-12; its `internal/utils.py` is unchanged
+since the edgeml name that bridge_data_robot imports).
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ import hashlib
 import io
 import json
 import pickle
+import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -57,6 +66,10 @@ class RobotTimeout(ProtocolError):
     """The server did not answer in time (lost connection, robot computer down)."""
 
 
+class ObservationError(ProtocolError):
+    """The robot's observation cannot be used (an image that does not decode, a wrong shape)."""
+
+
 # -- configuration and its hash ----------------------------------------------------------------
 @dataclass
 class ActionConfig:
@@ -74,11 +87,19 @@ class ActionConfig:
     def digest(self) -> str:
         return config_digest(self.to_json())
 
+    def agentlace_hash(self) -> str:
+        return agentlace_config_hash(self.to_json())
+
 
 def config_digest(config_json: str) -> str:
-    # agentlace hashes md5(pickle(json string)); equal strings give equal hashes either way, and
-    # hashing the UTF-8 bytes does not depend on the pickle protocol of either Python.
+    """Our config hash: md5 of the JSON's UTF-8 bytes (independent of any pickle protocol)."""
     return hashlib.md5(config_json.encode()).hexdigest()
+
+
+def agentlace_config_hash(config_json: str) -> str:
+    """The hash agentlace's handshake compares: `compute_hash(json)` = md5 of the *pickled* JSON
+    string, pickled with this Python's default protocol (agentlace `internal/utils.py`)."""
+    return hashlib.md5(pickle.dumps(config_json)).hexdigest()
 
 
 WIDOWX_ACTION_KEYS = ["init", "move", "gripper", "reset", "step_action", "reboot_motor"]
@@ -89,6 +110,89 @@ def widowx_config(port: int = DEFAULT_PORT, version: str = "0.0.1") -> ActionCon
     """The WidowX server's config (bridge_data_robot's DefaultActionConfig) for a port."""
     return ActionConfig(port_number=port, action_keys=list(WIDOWX_ACTION_KEYS),
                         observation_keys=list(WIDOWX_OBSERVATION_KEYS), broadcast_port=port + 1, version=version)
+
+
+# -- the camera image ----------------------------------------------------------------------------
+# A JPEG whose header claims more pixels than this is refused before decoding (a few bytes could
+# otherwise ask OpenCV for gigabytes). The bridge cameras send 640x480.
+MAX_IMAGE_PIXELS = 4096 * 4096
+JPEG_SOI, JPEG_EOI = b"\xff\xd8", b"\xff\xd9"
+
+
+def mat_to_jpeg(img: np.ndarray) -> bytes:
+    """agentlace `mat_to_jpeg`: `cv2.imencode(".jpg", img)` (OpenCV's default quality, 95)."""
+    import cv2
+
+    _, buf = cv2.imencode(".jpg", img)
+    return buf.tobytes()
+
+
+def jpeg_to_mat(buf: bytes) -> np.ndarray | None:
+    """agentlace `jpeg_to_mat`: `cv2.imdecode(..., IMREAD_COLOR)`; None when the bytes do not decode.
+
+    OpenCV decodes into the channel order it encoded from, so the array comes back in the server's
+    order: RGB (bridge_data_robot's `render()` flips the camera's BGR before `mat_to_jpeg`). A
+    decoder that follows the JPEG standard (PIL, imageio) would swap R and B.
+    """
+    import cv2
+
+    return cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_COLOR)
+
+
+@dataclass
+class CameraImage:
+    """The robot's `full_image` as the policy gets it, and how it travelled."""
+
+    array: np.ndarray  # HxWx3 uint8, RGB
+    encoding: str  # "jpeg" (bridge_data_robot since 6325002) or "raw" (an older server's array)
+    wire_bytes: int
+    decode_s: float = 0.0
+
+
+def decode_full_image(value: Any, key: str = "full_image") -> CameraImage:
+    """JPEG bytes (decoded as the reference client does) or a raw HxWx3 uint8 array (older servers)."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        buf = bytes(value)
+        if not buf.startswith(JPEG_SOI):
+            raise ObservationError(f"the robot's {key!r} is {len(buf)} bytes that are not a JPEG image (they start "
+                                   f"{buf[:8]!r}): check that the server runs bridge_data_robot's mat_to_jpeg")
+        if not buf.rstrip(b"\x00").endswith(JPEG_EOI):
+            # libjpeg decodes a truncated JPEG without complaint, grey below the cut: refuse it.
+            raise ObservationError(f"the robot's {key!r} JPEG is truncated ({len(buf)} bytes, no end-of-image "
+                                   "marker): the image was cut off on its way; check the robot computer's network")
+        w, h = _jpeg_size(buf, key)
+        if w * h > MAX_IMAGE_PIXELS:
+            raise ObservationError(f"the robot's {key!r} JPEG claims {w}x{h} pixels, more than a camera sends "
+                                   f"({MAX_IMAGE_PIXELS} at most): refused before decoding")
+        t = time.perf_counter()
+        img = jpeg_to_mat(buf)
+        dt = time.perf_counter() - t
+        if img is None:
+            raise ObservationError(f"the robot's {key!r} is {len(buf)} bytes that do not decode as a JPEG image: "
+                                   "check the robot computer's camera and server log")
+        return CameraImage(img, "jpeg", len(buf), dt)
+    if isinstance(value, np.ndarray):
+        if value.ndim != 3 or value.shape[2] != 3 or value.dtype != np.uint8:
+            raise ObservationError(f"the robot's {key!r} is a {value.dtype} array of shape {value.shape}, expected "
+                                   "JPEG bytes or an HxWx3 uint8 image: is this a bridge_data_robot WidowX server?")
+        return CameraImage(value, "raw", value.nbytes)
+    raise ObservationError(f"the robot's {key!r} is {type(value).__name__} {_short(value)}, expected JPEG bytes "
+                           "or an HxWx3 uint8 image: is this a bridge_data_robot WidowX server?")
+
+
+def _jpeg_size(buf: bytes, key: str) -> tuple[int, int]:
+    """Width and height from the JPEG header, without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(buf)) as im:
+            return im.size
+    except Image.DecompressionBombError:
+        raise ObservationError(f"the robot's {key!r} JPEG claims more pixels than a camera sends "
+                               f"({MAX_IMAGE_PIXELS} at most): refused before decoding") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ObservationError(f"the robot's {key!r} is {len(buf)} bytes that do not decode as a JPEG image (no "
+                               "valid JPEG header): check the robot computer's camera and server log") from None
 
 
 # -- encoding ----------------------------------------------------------------------------------
@@ -148,7 +252,8 @@ def _check_arrays(obj: Any, depth: int = 0) -> None:
 
 
 def encode(message: Any) -> bytes:
-    return lz4.frame.compress(pickle.dumps(message, protocol=4))
+    """agentlace's lz4 `compress`: `lz4.frame.compress(pickle.dumps(data))` (the default protocol)."""
+    return lz4.frame.compress(pickle.dumps(message))
 
 
 def decode(data: bytes) -> Any:
@@ -217,21 +322,23 @@ class ActionClient:
         return decode(data)
 
     def handshake(self, timeout_s: float | None = None) -> str:
-        """Compare the server's config hash with ours; returns the hash. Refuses a mismatch."""
+        """Compare the server's config hash with ours as agentlace's ActionClient does (md5 of the
+        pickled JSON strings); returns our hash. Refuses a mismatch."""
         reply = self.request({"type": "hash"}, timeout_s)
         if not isinstance(reply, dict) or not isinstance(reply.get("payload"), str):
             raise ProtocolError(f"the server at {self.address} answered the config handshake with {_short(reply)}: "
                                 "is this port a bridge_data_robot WidowX server?")
-        ours, theirs = self.config.digest(), config_digest(reply["payload"])
+        ours, theirs = self.config.agentlace_hash(), agentlace_config_hash(reply["payload"])
         if ours != theirs:
             raise ConfigMismatch(
                 f"the robot server at {self.address} speaks another protocol config (hash {theirs[:12]} != ours "
                 f"{ours[:12]}; server config {reply['payload']}, ours {self.config.to_json()}): run a "
                 f"bridge_data_robot WidowX server with the default action config on port {self.config.port_number}")
-        return ours
+        return self.config.digest()
 
     def obs(self, keys: list[str] | None = None, timeout_s: float | None = None) -> Any:
-        return self.request({"type": "obs", "keys": list(keys or self.config.observation_keys)}, timeout_s)
+        # The reference client sends the keys as a set (ActionClient turns its config's lists into sets).
+        return self.request({"type": "obs", "keys": set(keys or self.config.observation_keys)}, timeout_s)
 
     def act(self, key: str, payload: dict | None = None, timeout_s: float | None = None) -> Any:
         if key not in self.config.action_keys:
@@ -250,11 +357,21 @@ def _short(obj: Any) -> str:
     return text if len(text) < 200 else text[:200] + "..."
 
 
+@dataclass
+class RobotObservation:
+    """One answer to `get_observation`, checked: the decoded camera image, and the rest as sent."""
+
+    full_image: CameraImage
+    state: np.ndarray | None  # [x, y, z, roll, pitch, yaw, gripper]
+    image: np.ndarray | None  # (n_cams, 3*S*S) float32 in [0, 1], CHW per camera (unused by NORA)
+
+
 class WidowXClient:
     """The WidowX robot API of bridge_data_robot's WidowXClient, over `ActionClient`.
 
-    Unlike the reference, a missing answer raises `RobotTimeout` rather than returning None, and a
-    status other than SUCCESS is returned for the caller to record.
+    Unlike the reference, a missing answer raises `RobotTimeout` rather than returning None, an
+    unusable observation raises `ObservationError`, and a status other than SUCCESS is returned
+    for the caller to record.
     """
 
     def __init__(self, host: str, port: int = DEFAULT_PORT, timeout_s: float = 5.0):
@@ -264,6 +381,7 @@ class WidowXClient:
         except BaseException:
             self.client.close()
             raise
+        self.agentlace_config_hash = self.client.config.agentlace_hash()
 
     def _status(self, reply: Any) -> int:
         if not isinstance(reply, dict) or "status" not in reply:
@@ -293,11 +411,22 @@ class WidowXClient:
     def reset(self, timeout_s: float = 30.0) -> int:
         return self._status(self.client.act("reset", {}, timeout_s))
 
-    def get_observation(self, timeout_s: float | None = None) -> dict:
+    def get_observation(self, timeout_s: float | None = None) -> RobotObservation:
+        """The reference client's `get_observation`: `full_image` decoded with `jpeg_to_mat`."""
         obs = self.client.obs(timeout_s=timeout_s)
         if not isinstance(obs, dict):
-            raise ProtocolError(f"the robot server sent an observation that is not a dict: {_short(obs)}")
-        return obs
+            raise ObservationError(f"the robot server sent an observation that is not a dict: {_short(obs)}")
+        if obs.get("full_image") is None:
+            raise ObservationError(f"the robot's observation has no 'full_image' (keys: {', '.join(map(str, obs))}): "
+                                   "check the server's camera_topics")
+        state = obs.get("state")
+        if isinstance(state, np.ndarray) and state.dtype.kind in "fiu" and state.shape == (7,):
+            state = state.astype(np.float64)
+        else:
+            state = None  # the reference server sends {} before init; a policy that needs it is told
+        image = obs.get("image")
+        return RobotObservation(decode_full_image(obs["full_image"]), state,
+                                image if isinstance(image, np.ndarray) else None)
 
     def close(self) -> None:
         self.client.close()
@@ -309,7 +438,7 @@ class ActionServer:
     """Answers hash/obs/act requests on a REP socket; requests are unpickled with the same restrictions."""
 
     config: ActionConfig
-    on_obs: Callable[[list], dict]
+    on_obs: Callable[[Any], Any]  # -> the observation dict (or raw reply bytes via raw_replies)
     on_act: Callable[[str, dict], dict]
     host: str = "127.0.0.1"
     # Test hooks: a reply to send instead of the real one, by request type ("hash", "obs", "act").
@@ -319,25 +448,46 @@ class ActionServer:
         import zmq
 
         ctx = zmq.Context()
-        sock = ctx.socket(zmq.REP)
-        sock.setsockopt(zmq.LINGER, 0)
+
+        def bind():
+            sock = ctx.socket(zmq.REP)
+            sock.setsockopt(zmq.LINGER, 0)
+            try:
+                sock.bind(f"tcp://{self.host}:{self.config.port_number}")
+            except zmq.ZMQError as e:
+                sock.close(linger=0)
+                raise ProtocolError(f"cannot listen on {self.host}:{self.config.port_number} ({e}): "
+                                    "choose another --port") from None
+            return sock
+
+        sock = None
         try:
-            sock.bind(f"tcp://{self.host}:{self.config.port_number}")
-        except zmq.ZMQError as e:
-            sock.close(linger=0)
-            ctx.term()
-            raise ProtocolError(f"cannot listen on {self.host}:{self.config.port_number} ({e}): choose another --port") from None
-        try:
+            sock = bind()
             while not should_stop():
                 if not sock.poll(poll_ms, zmq.POLLIN):
                     continue
                 data = sock.recv()
-                sock.send(self.handle(data))
+                try:
+                    reply = self.handle(data)
+                except Exception:
+                    # bridge_data_robot's server main() on a callback exception: print it, stop the
+                    # server, start a fresh one. The request is never answered (the client times out).
+                    traceback.print_exc()
+                    sock.close(linger=0)
+                    sock = bind()
+                    continue
+                sock.send(reply)
         finally:
-            sock.close(linger=0)
+            if sock is not None:
+                sock.close(linger=0)
             ctx.term()
 
     def handle(self, data: bytes) -> bytes:
+        """agentlace ActionServer's dispatch: obs -> obs_callback(keys), act -> act_callback(key,
+        payload) (any key: the WidowX server answers an unknown one EXECUTION_FAILURE), hash -> the
+        config JSON, anything else -> "Invalid payload". Unlike agentlace, requests are unpickled
+        with the restricted unpickler, and one that does not decode is answered rather than
+        crashing the server."""
         try:
             msg = decode(data)
         except ProtocolError as e:
@@ -345,10 +495,11 @@ class ActionServer:
         kind = msg.get("type") if isinstance(msg, dict) else None
         if kind in self.raw_replies:
             return self.raw_replies[kind]
+        if kind == "obs":
+            reply = self.on_obs(msg.get("keys"))
+            return reply if isinstance(reply, bytes) else encode(reply)
+        if kind == "act":
+            return encode(self.on_act(msg.get("key"), msg.get("payload") or {}))
         if kind == "hash":
             return encode({"success": True, "payload": self.config.to_json()})
-        if kind == "obs":
-            return encode(self.on_obs(list(msg.get("keys") or self.config.observation_keys)))
-        if kind == "act" and msg.get("key") in self.config.action_keys:
-            return encode(self.on_act(msg["key"], msg.get("payload") or {}))
         return encode({"success": False, "message": "Invalid payload"})

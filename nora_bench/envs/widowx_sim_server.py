@@ -1,14 +1,26 @@
 """A stand-in WidowX robot server for tests and demos: `nora-bench widowx-sim-server`.
 
-It speaks the bridge_data_robot wire protocol (`widowx_protocol.ActionServer`) on loopback and
-simulates an arm whose end effector integrates the delta actions it receives (clipped to the
-bridge workspace), rendering the third-person camera with MuJoCo. The scene is simple (a table,
-a pot and a few toy objects, a two-finger gripper on a mocap body): the MuJoCo Menagerie WidowX
-model on PyPI needs MuJoCo >= 3.2 and downloads its assets at run time, neither possible here.
+It answers as bridge_data_robot's `WidowXActionServer` does (`widowx_envs/widowx_envs/
+widowx_env_service.py` at a902e5b96c518deddc4d756c26f32d033cef5718, over agentlace's ActionServer,
+`agentlace/action.py` + `zmq_wrapper/req_rep.py` at 76984f9b854b9ad88c78b3e5f0319e6e3c573e34):
+- observations, whatever keys are asked for: `full_image` = `mat_to_jpeg(rgb)` (OpenCV JPEG of
+  the RGB camera frame: the real `render()` flips the camera's BGR to RGB first), `image` = the
+  frame resized to `image_size` per camera, CHW, flattened, float32 in [0, 1], shape (n_cams, 3*S*S),
+  `state` = [x, y, z, roll, pitch, yaw, gripper] float64; before `init`, a random 480x640 raw
+  array as both images and `{}` as state, as the real server does;
+- actions answer `{"status": ...}`: NOT_INITIALIZED before `init`, EXECUTION_FAILURE for an
+  unknown key; an exception in a handler leaves the request unanswered and restarts the socket.
+Only the robot is simulated: an arm whose end effector integrates the delta actions it receives
+(clipped to the bridge workspace), its third-person camera rendered with MuJoCo (a table, a pot
+and a few toy objects, a two-finger gripper on a mocap body; the MuJoCo Menagerie WidowX model on
+PyPI needs MuJoCo >= 3.2 and downloads its assets at run time, neither possible here).
 
-Fault injection for tests: `--config-version` speaks another config hash, `--forbidden-pickle`
-answers the handshake with a pickle that would create a file, `--die-after-steps N` exits
-without answering the N-th step_action (a lost connection).
+Deviations, each an option: `--full-image-encoding raw` sends the array itself (servers before
+bridge_data_robot 6325002, 2023-10-04). Fault injection for tests: `--config-version` speaks
+another config hash, `--forbidden-pickle` answers the handshake with a pickle that would create a
+file, `--die-after-steps N` exits without answering the N-th step_action (a lost connection),
+`--fault KIND --fault-after N` answers every observation after the first N with a fault
+(`FAULTS`: a malformed or truncated JPEG, a wrong shape, a hostile pickle).
 """
 
 from __future__ import annotations
@@ -24,7 +36,8 @@ import numpy as np
 import typer
 
 from nora_bench import UserError
-from nora_bench.envs.widowx_protocol import DEFAULT_PORT, ActionServer, WidowXStatus, widowx_config
+from nora_bench.envs.widowx_protocol import (DEFAULT_PORT, ActionServer, WidowXStatus, jpeg_to_mat, mat_to_jpeg,
+                                             widowx_config)
 
 # bridge_data_robot's workspace ([x, y, z] low / high, metres, robot base frame: x forward, y left,
 # z up) and its start pose [x, y, z, roll, pitch, yaw, gripper].
@@ -83,6 +96,7 @@ class SimArm:
         self.initialized = False
         self.state = START_STATE.copy()
         self.steps = 0
+        self.last_frame: np.ndarray | None = None
 
     def set_pose(self, pose: np.ndarray) -> None:
         pose = np.asarray(pose, dtype=np.float64)
@@ -121,14 +135,15 @@ class SimArm:
         self.renderer.update_scene(self.data, camera="third_person")
         return self.renderer.render().copy()
 
-    def observation(self) -> dict:
-        """The bridge observation dict: full_image (HxWx3 uint8), image (flat CHW float32 in [0, 1]), state."""
-        from PIL import Image
-
-        full = self.render()
-        small = np.asarray(Image.fromarray(full).resize((self.image_size, self.image_size), Image.BILINEAR))
-        return {"full_image": full, "image": (small.transpose(2, 0, 1).reshape(-1) / 255.0).astype(np.float32),
-                "state": self.state.copy()}
+    def observation(self, encoding: str = "jpeg") -> dict:
+        """The reply to an observation request, as WidowXActionServer.__observe builds it."""
+        if not self.initialized:
+            # The real server before init: "use dummy img with random noise".
+            img = np.random.randint(0, 255, (480, 640, 3), dtype=np.uint8)
+            return {"image": img, "state": {}, "full_image": img}
+        full = self.last_frame = self.render()  # RGB, like bridge_data_robot's render() after its BGR -> RGB flip
+        return {"image": np.stack([processed_image(full, self.image_size)], axis=0), "state": self.state.copy(),
+                "full_image": mat_to_jpeg(full) if encoding == "jpeg" else full}
 
     def close(self) -> None:
         # mujoco 2.3.7's Renderer has no close(): free its GL context before EGL shuts down at exit.
@@ -138,13 +153,13 @@ class SimArm:
             renderer._gl_context.free()
 
 
-@dataclass
-class ServerOptions:
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT
-    config_version: str = "0.0.1"
-    forbidden_pickle: str | None = None
-    die_after_steps: int = 0
+def processed_image(image: np.ndarray, size: int) -> np.ndarray:
+    """BridgeDataRailRLPrivateWidowX._get_processed_image: resize to size x size (anti-aliased;
+    the real one uses skimage), uint8, CHW, flattened, float32 / 255."""
+    import cv2
+
+    small = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+    return np.float32(np.transpose(small, (2, 0, 1)).flatten()) / 255.0
 
 
 class _Evil:
@@ -157,6 +172,61 @@ class _Evil:
         return (open, (self.path, "w"))
 
 
+def _malformed_jpeg(obs: dict, path: str) -> dict:
+    # The JPEG's start and end markers kept, everything between scrambled: no header a decoder reads.
+    jpeg = obs["full_image"]
+    return {**obs, "full_image": jpeg[:2] + bytes(b ^ 0x5A for b in jpeg[2:-2]) + jpeg[-2:]}
+
+
+def _truncated_jpeg(obs: dict, path: str) -> dict:
+    jpeg = obs["full_image"]
+    return {**obs, "full_image": jpeg[: len(jpeg) * 2 // 3]}
+
+
+def _wrong_shape(obs: dict, path: str) -> dict:
+    # A raw image in CHW order: the right bytes in the wrong layout.
+    frame = jpeg_to_mat(obs["full_image"])
+    return {**obs, "full_image": np.ascontiguousarray(frame.transpose(2, 0, 1))}
+
+
+def _hostile_pickle(obs: dict, path: str) -> bytes:
+    import pickle
+
+    import lz4.frame
+
+    return lz4.frame.compress(pickle.dumps({**obs, "state": _Evil(path)}))
+
+
+# What `--fault KIND` sends instead of an observation (the hostile one creates the file at --fault-path).
+FAULTS = {"malformed-jpeg": _malformed_jpeg, "truncated-jpeg": _truncated_jpeg, "wrong-shape": _wrong_shape,
+          "hostile-pickle": _hostile_pickle}
+ENCODINGS = ("jpeg", "raw")
+
+
+@dataclass
+class ServerOptions:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    config_version: str = "0.0.1"
+    forbidden_pickle: str | None = None
+    die_after_steps: int = 0
+    full_image_encoding: str = "jpeg"
+    fault: str | None = None
+    fault_after: int = 0  # observations answered normally (after init) before the fault starts
+    fault_path: str = ""  # the file a hostile pickle would create
+    record_frames: str = ""  # a folder: each frame sent as full_image is also saved there (frame_NNNN.npy)
+
+    def __post_init__(self):
+        if self.full_image_encoding not in ENCODINGS:
+            raise UserError(f"--full-image-encoding must be one of {', '.join(ENCODINGS)}")
+        if self.fault is not None and self.fault not in FAULTS:
+            raise UserError(f"unknown --fault {self.fault!r}; known: {', '.join(FAULTS)}")
+        if self.fault == "hostile-pickle" and not self.fault_path:
+            raise UserError("--fault hostile-pickle needs --fault-path (the file the pickle would create)")
+        if self.fault and self.full_image_encoding != "jpeg":
+            raise UserError("--fault works on JPEG observations: leave --full-image-encoding at jpeg")
+
+
 def serve(options: ServerOptions) -> None:
     arm = SimArm()
     stop = {"flag": False}
@@ -167,13 +237,26 @@ def serve(options: ServerOptions) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    def on_obs(keys: list) -> dict:
-        obs = arm.observation()
-        return {k: v for k, v in obs.items() if k in keys} if keys else obs
+    served = {"obs": 0}
+
+    def on_obs(keys) -> dict | bytes:
+        # The real server answers every request with all three keys, whatever `keys` asks for.
+        obs = arm.observation(options.full_image_encoding)
+        if arm.initialized:
+            served["obs"] += 1
+            if options.record_frames:
+                # What was encoded, for tests to compare with what a client decoded (not on the wire).
+                np.save(os.path.join(options.record_frames, f"frame_{served['obs']:04d}.npy"), arm.last_frame)
+            if options.fault and served["obs"] > options.fault_after:
+                return FAULTS[options.fault](obs, options.fault_path)
+        return obs
 
     def on_act(key: str, payload: dict) -> dict:
+        # WidowXActionServer.__action: unknown key -> EXECUTION_FAILURE, then NOT_INITIALIZED before init.
+        if key not in ("init", "move", "gripper", "reset", "step_action", "reboot_motor"):
+            return {"status": WidowXStatus.EXECUTION_FAILURE}
         if key == "init":
-            arm.image_size = int(payload.get("image_size") or 256)
+            arm.image_size = int(payload["image_size"])
             arm.initialized = True
             arm.reset()
             return {"status": WidowXStatus.SUCCESS}
@@ -190,8 +273,6 @@ def serve(options: ServerOptions) -> None:
             arm.state[6] = 1.0 if float(payload["open"]) > 0.5 else 0.0
         elif key == "reset":
             arm.reset()
-        elif key != "reboot_motor":
-            return {"status": WidowXStatus.EXECUTION_FAILURE}
         return {"status": WidowXStatus.SUCCESS}
 
     raw = {}
@@ -218,10 +299,16 @@ def command(
     config_version: str = typer.Option("0.0.1", help="Test: speak another ActionConfig version (another config hash)."),
     forbidden_pickle: Optional[str] = typer.Option(None, help="Test: answer the handshake with a pickle that would create this file."),
     die_after_steps: int = typer.Option(0, help="Test: exit without answering the N-th step_action (a lost connection)."),
+    full_image_encoding: str = typer.Option("jpeg", help="jpeg (bridge_data_robot since 2023-10-04) or raw (older servers)."),
+    fault: Optional[str] = typer.Option(None, help=f"Test: answer observations with a fault: {', '.join(FAULTS)}."),
+    fault_after: int = typer.Option(0, help="Test: observations after init answered normally before --fault starts."),
+    fault_path: str = typer.Option("", help="Test: the file --fault hostile-pickle's pickle would create."),
+    record_frames: str = typer.Option("", help="Test: save each frame sent as full_image to this folder (.npy)."),
 ) -> None:
     """Run a stand-in WidowX robot server (bridge_data_robot protocol, MuJoCo-rendered camera) until Ctrl-C."""
     try:
-        serve(ServerOptions(host, port, config_version, forbidden_pickle, die_after_steps))
+        serve(ServerOptions(host, port, config_version, forbidden_pickle, die_after_steps, full_image_encoding,
+                            fault, fault_after, fault_path, record_frames))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         raise typer.Exit(2)
@@ -231,4 +318,4 @@ if __name__ == "__main__":
     typer.run(command)
 
 
-__all__ = ["SimArm", "ServerOptions", "serve", "command"]
+__all__ = ["SimArm", "ServerOptions", "FAULTS", "processed_image", "serve", "command"]
