@@ -307,44 +307,137 @@ def test_widowx_real_suite_has_the_papers_categories(tmp_path):
 
 
 # -- against the stand-in server -----------------------------------------------------------------
+class UpstreamClient:
+    """A client written the way agentlace's ReqRepClient + ActionClient and bridge_data_robot's
+    WidowXClient speak (see the module docstring): zmq REQ, `lz4.frame.compress(pickle.dumps(...))`,
+    `pickle.loads` (the stand-in is ours), `jpeg_to_mat` on `full_image` written out with cv2."""
+
+    def __init__(self, port: int):
+        import zmq
+
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.REQ)
+        self.sock.setsockopt(zmq.RCVTIMEO, 20000)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(f"tcp://127.0.0.1:{port}")
+
+    def send(self, message: dict):
+        self.sock.send(lz4.frame.compress(pickle.dumps(message)))
+        return pickle.loads(lz4.frame.decompress(self.sock.recv()))
+
+    def act(self, key: str, payload: dict) -> dict:
+        return self.send({"type": "act", "key": key, "payload": payload})
+
+    def obs(self, keys=("image", "state", "full_image")) -> dict:
+        return self.send({"type": "obs", "keys": set(keys)})
+
+    @staticmethod
+    def jpeg_to_mat(buf: bytes) -> np.ndarray:
+        import cv2
+
+        return cv2.imdecode(np.frombuffer(buf, dtype=np.uint8), cv2.IMREAD_COLOR)
+
+    def close(self):
+        self.sock.close()
+        self.ctx.term()
+
+
+def test_stand_in_answers_as_bridge_data_robots_server(sim_server, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    port = sim_server("--record-frames", str(frames))
+    c = UpstreamClient(port)
+    try:
+        hello = c.send({"type": "hash"})
+        assert hello == {"success": True, "payload": widowx_config(port).to_json()}
+        assert c.send({"type": "nonsense"}) == {"success": False, "message": "Invalid payload"}
+        # Before init: a random raw 480x640 image and an empty state; actions NOT_INITIALIZED.
+        before = c.obs()
+        assert set(before) == {"image", "state", "full_image"} and before["state"] == {}
+        assert before["full_image"].shape == (480, 640, 3) and before["full_image"].dtype == np.uint8
+        assert c.act("step_action", {"action": np.zeros(7), "blocking": False}) == {"status": WidowXStatus.NOT_INITIALIZED}
+        assert c.act("fly", {}) == {"status": WidowXStatus.EXECUTION_FAILURE}
+        assert c.act("init", {"env_params": {}, "image_size": 64}) == {"status": WidowXStatus.SUCCESS}
+        assert c.act("reset", {}) == {"status": WidowXStatus.SUCCESS}
+        obs = c.obs(keys=("state",))  # the real server sends every key whatever is asked
+        assert set(obs) == {"image", "state", "full_image"}
+        assert isinstance(obs["full_image"], bytes) and obs["full_image"][:2] == b"\xff\xd8"
+        assert obs["image"].shape == (1, 3 * 64 * 64) and obs["image"].dtype == np.float32
+        assert 0 <= obs["image"].min() and obs["image"].max() <= 1
+        assert obs["state"].shape == (7,) and obs["state"].dtype == np.float64
+        np.testing.assert_allclose(obs["state"], [0.3, 0.0, 0.15, 0, 0, 0, 1])
+        # The decoded frame is what the stand-in encoded, within JPEG loss, in the same (RGB) order.
+        sent = np.load(frames / "frame_0001.npy")
+        decoded = c.jpeg_to_mat(obs["full_image"])
+        assert decoded.shape == sent.shape == (480, 640, 3)
+        assert np.abs(decoded.astype(int) - sent).mean() < 2.0
+        assert np.abs(decoded[..., ::-1].astype(int) - sent).mean() > 10 * np.abs(decoded.astype(int) - sent).mean()
+        # `image` is the same frame, resized, CHW, flattened: it matches the decoded full image.
+        import cv2
+
+        small = cv2.resize(decoded, (64, 64), interpolation=cv2.INTER_AREA).transpose(2, 0, 1).reshape(-1) / 255.0
+        assert np.abs(small - obs["image"][0]).mean() < 0.01
+        assert np.abs(small.reshape(3, -1)[::-1].reshape(-1) - obs["image"][0]).mean() > 0.05
+        assert c.act("step_action", {"action": np.array([0.01, 0, 0, 0, 0, 0, 0.0]), "blocking": False}) == {
+            "status": WidowXStatus.SUCCESS}
+        np.testing.assert_allclose(c.obs()["state"], [0.31, 0.0, 0.15, 0, 0, 0, 0.0])
+    finally:
+        c.close()
+
+
 def test_client_drives_the_stand_in_arm(sim_server):
     port = sim_server()
     client = WidowXClient("127.0.0.1", port, timeout_s=10)
     try:
         assert client.init({}, image_size=64) == WidowXStatus.SUCCESS
         assert client.reset() == WidowXStatus.SUCCESS
-        start = client.get_observation()["state"]
+        start = client.get_observation().state
         for _ in range(3):
             assert client.step_action(np.array([0.01, -0.02, 0.005, 0, 0, 0.1, 0.0])) == WidowXStatus.SUCCESS
         obs = client.get_observation()
         # The end effector integrated the deltas; the gripper closed.
-        np.testing.assert_allclose(obs["state"][:3], start[:3] + 3 * np.array([0.01, -0.02, 0.005]), atol=1e-9)
-        assert obs["state"][5] == pytest.approx(0.3) and obs["state"][6] == 0.0
-        assert obs["full_image"].shape == (480, 640, 3) and obs["full_image"].dtype == np.uint8
-        assert obs["image"].shape == (3 * 64 * 64,)
+        np.testing.assert_allclose(obs.state[:3], start[:3] + 3 * np.array([0.01, -0.02, 0.005]), atol=1e-9)
+        assert obs.state[5] == pytest.approx(0.3) and obs.state[6] == 0.0
+        assert obs.full_image.encoding == "jpeg" and obs.full_image.array.shape == (480, 640, 3)
+        assert obs.full_image.array.dtype == np.uint8 and obs.image.shape == (1, 3 * 64 * 64)
         # A move far outside the workspace is clipped to it.
         client.move(np.array([2.0, 0, 0.1, 0, 0, 0]), blocking=True)
-        assert client.get_observation()["state"][0] == pytest.approx(0.45)
+        assert client.get_observation().state[0] == pytest.approx(0.45)
     finally:
         client.close()
 
 
-def test_env_serves_the_policy_the_robot_camera_under_its_name(sim_server):
-    port = sim_server()
-    env = WidowXEnv(UnattendedOperator())
-    spec = EpisodeSpec(suite="widowx_real", task_id=0, trial=0, init_state=0, seed=0, max_steps=3, env="widowx",
+def widowx_spec(port: int, **kw) -> EpisodeSpec:
+    return EpisodeSpec(suite="widowx_real", task_id=0, trial=0, init_state=0, seed=0, max_steps=3, env="widowx",
                        num_steps_wait=0, cameras=("agentview",), video_cameras=("agentview",),
                        env_options=(("robot_host", "127.0.0.1"), ("robot_port", port),
-                                    ("task", {"name": "t", "instruction": "put the carrot in pot"})))
+                                    ("task", {"name": "t", "instruction": "put the carrot in pot"})), **kw)
+
+
+@pytest.mark.parametrize("encoding", ["jpeg", "raw"])
+def test_env_serves_the_policy_the_robot_camera_under_its_name(sim_server, tmp_path, encoding):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    port = sim_server("--full-image-encoding", encoding, "--record-frames", str(frames))
+    env = WidowXEnv(UnattendedOperator())
+    spec = widowx_spec(port)
     try:
         obs = env.reset(spec)
         assert obs.instruction == "put the carrot in pot" and obs.episode == spec.key
         assert set(obs.images) == {"agentview"} and obs.images["agentview"].shape == (480, 640, 3)
         assert obs.state is None  # proprioception only for policies that ask for it
+        sent = np.load(sorted(frames.glob("*.npy"))[-1])
+        err = np.abs(obs.images["agentview"].astype(int) - sent).mean()
+        assert err < 2.0 and (err == 0) == (encoding == "raw")  # lossy JPEG, or the array itself
         r = env.step(np.array([0.02, 0, 0, 0, 0, 0, 1.0]))
         assert r.failure is None and r.stop is None and not r.success
         assert env.frame(r.observation) is r.observation.images["agentview"]
         assert not np.array_equal(r.observation.images["agentview"], obs.images["agentview"])  # the arm moved
+        info = env.episode_info()
+        assert info["image_encoding"] == encoding and info["image_shape"] == [480, 640, 3]
+        assert info["config_hash"] == widowx_config(port).digest()
+        assert info["agentlace_config_hash"] == widowx_config(port).agentlace_hash()
+        assert ("jpeg_decode_ms_mean" in info) == (encoding == "jpeg")
         with pytest.raises(UserError, match="one third-person camera"):
             env.reset(dataclasses.replace(spec, cameras=("wrist",)))
     finally:
