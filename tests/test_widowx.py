@@ -466,6 +466,87 @@ def test_server_sending_a_forbidden_pickle_is_refused(sim_server, tmp_path):
     assert not target.exists()
 
 
+# What each stand-in fault makes the run say (the one line), and whether the operator is asked to retry.
+FAULT_LINES = {
+    "malformed-jpeg": (r"the robot's 'full_image' is \d+ bytes that do not decode as a JPEG image", True),
+    "truncated-jpeg": (r"the robot's 'full_image' JPEG is truncated \(\d+ bytes, no end-of-image marker\)", True),
+    "wrong-shape": (r"the robot's 'full_image' is a uint8 array of shape \(3, 480, 640\)", True),
+    "hostile-pickle": (r"refused a message from the robot server: it pickles (io|builtins)\.open", False),
+}
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize("fault", list(FAULT_LINES))
+def test_unusable_first_observation_ends_the_run_with_one_line(sim_server, tmp_path, fault):
+    """After a clean handshake, init, reset and move, the robot's first observation is unusable:
+    the operator is asked once whether to ask again (never for a hostile pickle); then the run
+    ends with one line naming the problem, exit code 2, and nothing recorded."""
+    target = tmp_path / "the-server-made-me-do-it"
+    port = sim_server("--fault", fault, "--fault-path", str(target))
+    out = tmp_path / "run"
+    p = Process(run_args("widowx_real", port, out, "--tasks", "0", "--trials", "2"), stdin=True)
+    pattern, asks = FAULT_LINES[fault]
+    try:
+        p.expect("press Enter to start")
+        p.send("")
+        if asks:
+            line = p.expect("robot-side error:")
+            assert re.search(pattern, line), line
+            p.expect("Press Enter to ask the robot again (once)")
+            p.send("")
+        rc, text = p.finish()
+    finally:
+        p.stop()
+    assert rc == 2, text
+    [line] = error_lines(text)
+    assert re.search(pattern, line), text
+    assert ("again after a retry" in line) == asks
+    assert "Traceback" not in text and "errored after" not in text
+    assert text.count("press Enter to start") == 1  # no scene set-up asked again
+    assert not target.exists()
+    assert not (out / "episodes.jsonl").exists() or not records(out)
+
+
+@pytest.mark.parametrize("fault", ["truncated-jpeg", "hostile-pickle"])
+def test_unusable_observation_mid_episode(sim_server, tmp_path, fault):
+    """Two good observations, then only bad ones: an unusable image ends the episode as
+    env_failure after the operator's one retry (recorded, not a success); a hostile pickle ends
+    the run at once."""
+    target = tmp_path / "the-server-made-me-do-it"
+    port = sim_server("--fault", fault, "--fault-after", "2", "--fault-path", str(target))
+    out = tmp_path / "run"
+    p = Process(run_args("widowx_real", port, out, "--tasks", "0", "--trials", "1", "--max-steps", "20"), stdin=True)
+    pattern, asks = FAULT_LINES[fault]
+    try:
+        p.expect("press Enter to start")
+        p.send("")
+        if asks:
+            p.expect("Press Enter to ask the robot again (once)")
+            p.send("")
+            line = p.expect("episode over after")
+            assert "the robot sent an unusable observation" in line
+            p.expect("recorded: failure (robot-side error)")
+        rc, text = p.finish()
+    finally:
+        p.stop()
+    assert "Traceback" not in text and not target.exists()
+    if not asks:
+        assert rc == 2, text
+        [line] = error_lines(text)
+        assert re.search(pattern, line), text
+        assert not (out / "episodes.jsonl").exists() or not records(out)
+        return
+    assert rc == 0, text
+    [r] = records(out)
+    assert r["success"] is False and r["termination"] == "env_failure" and r["attempts"] == 1
+    assert re.search("robot-side error: " + pattern, r["error"]), r["error"]
+    assert r["env_steps"] == 2 and r["env_info"]["ended_by"] == "robot_error"
+    assert r["env_info"]["image_encoding"] == "jpeg" and r["video"]
+
+
 def test_run_needs_a_robot_host_and_libero_refuses_one(tmp_path):
     p = Process([*CLI, "run", "widowx_real", "--tasks", "0", "--trials", "1", "--out", str(tmp_path / "a")])
     rc, text = p.finish()

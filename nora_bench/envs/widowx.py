@@ -293,7 +293,7 @@ class WidowXEnv:
                 # one retry if the operator wants it, then the session ends (no silent re-runs of
                 # the scene set-up by the scheduler).
                 if self._asked_retry:
-                    raise RobotRefused(f"{e}; fix the robot, then run the same command again to resume") from None
+                    raise RobotRefused(f"robot-side error, again after a retry: {e}") from None
                 self._asked_retry = True
                 op.ask(f"robot-side error: {e}\nPress Enter to retry (once), or q + Enter to end the session.",
                        _parse_start)
@@ -337,6 +337,8 @@ class WidowXEnv:
             self._ended_by = "connection_lost"
             self._close_client()  # a fresh connection (and handshake) at the next reset
             return StepResult(self._last, success=False, failure=str(e))
+        except ForbiddenPickle:
+            raise
         except ProtocolError as e:
             # Unusable again after the operator's retry: the episode ends, its reason recorded.
             self._ended_by = "robot_error"
