@@ -635,6 +635,60 @@ def test_widowx_real_task_end_to_end(sim_server, tmp_path):
     assert rc == 0 and "50.0%" in text, text
 
 
+# Bridge un-normalization stats in the OpenVLA norm_stats.json layout (values of the order of bridge_orig's).
+BRIDGE_STATS = {"bridge_orig": {"action": {
+    "q01": [-0.03, -0.04, -0.03, -0.1, -0.1, -0.2, 0.0], "q99": [0.03, 0.04, 0.035, 0.1, 0.12, 0.2, 1.0],
+    "mask": [True] * 6 + [False]}}}
+
+
+def test_tiny_nora_runs_a_widowx_task_with_video(sim_server, tmp_path):
+    """The issue's done-when: `nora-bench run widowx_real --policy nora --robot-host 127.0.0.1`
+    against a server that encodes its observations as WidowXActionServer does; the tiny NORA
+    (real Qwen2.5-VL classes) asks for the camera, the video is on, and every video frame is the
+    frame the stand-in encoded (JPEG, then the video's H.264), in the same channel order."""
+    from nora_bench.policies.tiny_nora import build_tiny_nora, fit_demo_fast, smooth_chunks
+    from nora_bench.video import read_frames
+
+    fast = fit_demo_fast(seed=0)
+    for seed in range(200):  # a chunk whose FAST+ tokens are distinct (the tiny model's chain)
+        ids = fast.encode(smooth_chunks(1, 1, seed=seed)[0])
+        if len(set(ids)) == len(ids):
+            break
+    ckpt = build_tiny_nora(tmp_path / "nora-tiny", emit=ids, fast=fast, time_horizon=1, norm_stats=BRIDGE_STATS)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    port = sim_server("--record-frames", str(frames))
+    out = tmp_path / "run"
+    p = Process([*CLI, "run", "widowx_real", "--policy", "nora", "--checkpoint", str(ckpt), "--robot-host", "127.0.0.1",
+                 "--robot-port", str(port), "--tasks", "0", "--trials", "1", "--max-steps", "4", "--out", str(out)],
+                stdin=True)
+    try:
+        p.expect("press Enter to start", timeout=180)
+        p.send("")
+        p.expect("Outcome? s = success, f = failure", timeout=180)
+        p.send("f")
+        rc, text = p.finish(timeout=180)
+    finally:
+        p.stop()
+    assert rc == 0, text
+    [r] = records(out)
+    assert r["policy"] == "nora" and r["checkpoint"] == str(ckpt)
+    assert (r["termination"], r["success"], r["env_steps"], r["queries"]) == ("step_limit", False, 4, 4), r
+    assert r["decode_failures"] == 0 and r["error"] is None
+    info = r["env_info"]
+    assert info["image_encoding"] == "jpeg" and info["image_shape"] == [480, 640, 3]
+    assert info["agentlace_config_hash"] == widowx_config(port).agentlace_hash()
+    assert info["config_hash"] == widowx_config(port).digest()
+    assert 0 < info["jpeg_decode_ms_mean"] <= info["jpeg_decode_ms_max"]
+    video = read_frames(str(out / r["video"]))
+    sent = np.stack([np.load(f) for f in sorted(frames.glob("frame_*.npy"))])
+    assert video.shape == sent.shape == (5, 480, 640, 3)  # the reset's observation and one per step
+    err = np.abs(video.astype(int) - sent).mean(axis=(1, 2, 3))
+    swapped = np.abs(video[..., ::-1].astype(int) - sent).mean(axis=(1, 2, 3))
+    assert (err < 4).all() and (swapped > 4 * err).all(), (err, swapped)
+    assert np.abs(sent[-1].astype(int) - sent[0]).mean() > 0.5  # the policy's actions moved the arm
+
+
 def test_interrupted_session_resumes_at_the_next_trial(sim_server, tmp_path):
     port = sim_server()
     out = tmp_path / "run"
