@@ -591,7 +591,7 @@ def test_widowx_real_task_end_to_end(sim_server, tmp_path):
 
     recs = records(out)
     assert [r["trial"] for r in recs] == [0, 1]
-    assert set(recs[0]) == set(EpisodeResult.__dataclass_fields__)  # the LIBERO record schema
+    assert set(EpisodeResult.__dataclass_fields__) <= set(recs[0])  # the LIBERO record schema (+ the run's stamp)
     first, second = recs
     assert first["success"] is False and first["termination"] == "step_limit" and first["env_steps"] == 10
     assert first["env_info"]["objects_placed"] == 1 and first["env_info"]["partial_success"] == 0.5
@@ -605,7 +605,10 @@ def test_widowx_real_task_end_to_end(sim_server, tmp_path):
         assert info["control_hz"] == 5.0
         # Paced at 5 Hz by the harness: never faster, and on target unless a step ran late (a slow
         # render on a loaded machine), which is then counted.
-        if r["env_steps"] < 2:  # an operator stop on a loaded machine can come after one step: no rate yet
+        # The step an operator stop ends is counted but never paced: a stop on a loaded machine can
+        # come after a single paced step, which gives no rate yet.
+        paced = r["env_steps"] - (info["ended_by"] == "operator_stop")
+        if paced < 2:
             assert info["achieved_hz"] is None and info["jitter_ms_max"] is None
             continue
         assert 0 < info["achieved_hz"] <= 5.05, info
