@@ -64,6 +64,30 @@ def init_states(benchmark: str, task_id: int) -> np.ndarray:
     return np.asarray(task_suite(benchmark).get_task_init_states(task_id))
 
 
+def check_run(config) -> None:
+    """What can be checked before the first episode (a UserError naming it): the benchmark exists,
+    every task has the trials' fixed init states, the distractor count fits every task's catalog."""
+    suite = config.suite
+    benchmark = suite["benchmark"]
+    n_tasks = task_suite(benchmark).n_tasks
+    for task in config.tasks:
+        if not 0 <= task < n_tasks:
+            raise UserError(f"task {task} is out of range for {benchmark} (suite {suite['name']}): it has tasks "
+                            f"0-{n_tasks - 1}")
+        n_states = len(init_states(benchmark, task))
+        if max(config.trials, default=0) >= n_states:
+            raise UserError(f"trial {max(config.trials)} has no fixed init state: {benchmark} task {task} has "
+                            f"{n_states} (use --trials {n_states} or fewer)")
+        if config.distractors or suite.get("distractor_names"):
+            from nora_bench.envs.distractors import choose, scene_objects
+
+            info = task_info(benchmark, task)
+            with open(info["bddl"]) as f:
+                in_scene = {cat for _names, cat in scene_objects(f.read())}
+            choose(config.distractors if not suite.get("distractor_names") else 0,
+                   tuple(suite.get("distractor_names") or ()), info["instruction"], in_scene, np.random.default_rng(0))
+
+
 class LiberoEnv:
     """A LIBERO task env, rebuilt only when an episode needs another task or camera set."""
 

@@ -169,9 +169,14 @@ def init_ray(address: str | None, cpus_wanted: int, verbose: bool) -> bool:
         return True
     # Keep every Ray server on loopback for a local run.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    ray.init(num_cpus=max(os.cpu_count() or 1, cpus_wanted), include_dashboard=False,
-             object_store_memory=512 * 2**20, log_to_driver=verbose, logging_level=logging.WARNING,
-             _system_config={"max_direct_call_object_size": 1 << 20})
+    try:
+        ray.init(num_cpus=max(os.cpu_count() or 1, cpus_wanted), include_dashboard=False,
+                 object_store_memory=512 * 2**20, log_to_driver=verbose, logging_level=logging.WARNING,
+                 _system_config={"max_direct_call_object_size": 1 << 20})
+    except Exception as e:  # Ray's own start-up timeouts (an overloaded machine): one line, not a traceback
+        raise UserError(f"Ray could not start on this machine ({type(e).__name__}: "
+                        f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}): run the same command "
+                        "again to resume (nothing is lost), with fewer --workers if the machine is busy") from None
     return True
 
 
