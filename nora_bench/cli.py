@@ -188,6 +188,9 @@ def run(
             stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path("results") / f"{config.suite['name']}-{config.policy['name']}-{stamp}"
         operator = apply_robot_options(config, robot_host, robot_port)
+        from nora_bench.envs import check_run
+
+        check_run(config)  # benchmark, init states, distractors: before the first episode, not per episode
         rd = RunDir(out)
         total = len(config.tasks) * len(config.trials)
         already = len(rd.done_keys(retry_errors) & {spec.key for spec in expand(config)}) if rd.exists() else 0

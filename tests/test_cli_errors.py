@@ -170,3 +170,19 @@ def test_a_policy_that_fails_every_query_is_a_setup_error_not_a_zero(tmp_path):
 def test_a_policy_replica_that_could_never_be_placed_is_one_line(tmp_path):
     proc = run_cli(*RUN, "--policy-mode", "actor", "--policy-gpus", "64", "--out", str(tmp_path / "r"), timeout=300)
     one_line_error(proc, "a policy replica needs 64 GPU (the cluster has")
+
+
+def test_run_mistakes_that_used_to_show_per_episode_are_refused_before_the_run(tmp_path):
+    """A benchmark that does not exist, trials beyond the benchmark's init states, more distractors than
+    the catalog has: each used to error episode by episode and exit 0."""
+    suite = tmp_path / "s.yaml"
+    suite.write_text("name: s\nenv: libero\nbenchmark: libero_nonexistent\nnum_tasks: 10\nmax_steps: 10\n")
+    one_line_error(run_cli("run", str(suite), "--tasks", "0", "--trials", "1", "--out", str(tmp_path / "a")),
+                   "unknown LIBERO benchmark 'libero_nonexistent'; known: libero_10")
+    # The suite file claims 60 init states per task; the benchmark has 50.
+    suite.write_text("name: s\nenv: libero\nbenchmark: libero_object\nnum_tasks: 10\nmax_steps: 10\nmax_trials: 60\n")
+    one_line_error(run_cli("run", str(suite), "--tasks", "0", "--trials", "55", "--out", str(tmp_path / "b")),
+                   "trial 54 has no fixed init state: libero_object task 0 has 50 (use --trials 50 or fewer)")
+    one_line_error(run_cli("run", "libero_object", "--tasks", "0", "--trials", "1", "--distractors", "1000",
+                           "--out", str(tmp_path / "c")), "1000 distractors requested but only")
+    assert not any((tmp_path / d).exists() for d in "abc")

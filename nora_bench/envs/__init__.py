@@ -68,5 +68,20 @@ def preflight(kind: str, env_options: dict) -> None:
         widowx_preflight(env_options)
 
 
-__all__ = ["Env", "Observation", "StepResult", "make_env", "configure_rendering", "operator_driven", "preflight",
+# kind -> "module:function(config)": what an env kind checks about a whole run before its first
+# episode (benchmark, tasks, init states, distractors), so that no mistake shows only per episode.
+RUN_CHECKS: dict[str, str] = {"libero": "nora_bench.envs.libero:check_run"}
+
+
+def check_run(config) -> None:
+    target = RUN_CHECKS.get(config.suite["env"])
+    if target is None:
+        return
+    import importlib
+
+    module, name = target.split(":")
+    getattr(importlib.import_module(module), name)(config)
+
+
+__all__ = ["check_run", "Env", "Observation", "StepResult", "make_env", "configure_rendering", "operator_driven", "preflight",
            "video_fps"]

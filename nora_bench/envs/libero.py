@@ -79,13 +79,29 @@ def check_run(config) -> None:
             raise UserError(f"trial {max(config.trials)} has no fixed init state: {benchmark} task {task} has "
                             f"{n_states} (use --trials {n_states} or fewer)")
         if config.distractors or suite.get("distractor_names"):
-            from nora_bench.envs.distractors import choose, scene_objects
+            from nora_bench.envs.distractors import catalog, choose, scene_objects
+
+            _quiet_import(catalog)
 
             info = task_info(benchmark, task)
             with open(info["bddl"]) as f:
                 in_scene = {cat for _names, cat in scene_objects(f.read())}
             choose(config.distractors if not suite.get("distractor_names") else 0,
                    tuple(suite.get("distractor_names") or ()), info["instruction"], in_scene, np.random.default_rng(0))
+
+
+def _quiet_import(catalog) -> None:
+    """Build the distractor catalog (it imports robosuite) without robosuite's import-time advice
+    on macro files, which would bury a pre-run error line in the driver's terminal."""
+    import logging
+
+    logger = logging.getLogger("robosuite_logs")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        catalog()
+    finally:
+        logger.setLevel(level)
 
 
 class LiberoEnv:
