@@ -186,3 +186,12 @@ def test_run_mistakes_that_used_to_show_per_episode_are_refused_before_the_run(t
     one_line_error(run_cli("run", "libero_object", "--tasks", "0", "--trials", "1", "--distractors", "1000",
                            "--out", str(tmp_path / "c")), "1000 distractors requested but only")
     assert not any((tmp_path / d).exists() for d in "abc")
+
+
+def test_a_checkpoint_whose_config_is_not_json_is_one_line(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{'model_type': qwen2_5_vl")  # not JSON
+    proc = run_cli(*RUN, "--policy", "nora", "--checkpoint", str(ckpt), "--out", str(tmp_path / "r"))
+    one_line_error(proc, f"{ckpt / 'config.json'} is not JSON")
+    assert not (tmp_path / "r").exists()

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,11 @@ class NoraPolicy:
         ckpt = resolve_folder(str(checkpoint), "checkpoint", fix)
         if not (ckpt / "config.json").is_file():
             raise UserError(f"checkpoint {checkpoint!r} ({ckpt}) has no config.json: not a transformers model folder")
+        try:  # a broken config.json would otherwise only fail inside the policy actor
+            json.loads((ckpt / "config.json").read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise UserError(f"checkpoint {checkpoint!r}: {ckpt / 'config.json'} is not JSON ({e}): "
+                            "not a transformers model folder, or a damaged download") from None
         if (ckpt / FAST_SUBFOLDER / "processor_config.json").is_file():
             fast_dir = ckpt / FAST_SUBFOLDER
         else:
