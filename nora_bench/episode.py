@@ -90,6 +90,10 @@ class EpisodeResult:
     step_unit: str = "env_steps"
     chunk_exec: str = "all"
     distractors: int = 0
+    # Robustness grouping (SuiteSpec.perturbation): "base", a suite family (lan, swap, ...), "distractors"
+    family: str = "base"
+    level: str = ""
+    base_suite: str = ""
     decode_failures: int = 0
     failure_reasons: list[str] = field(default_factory=list)
     error: str | None = None

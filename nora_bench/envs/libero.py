@@ -152,14 +152,15 @@ class LiberoEnv:
             self._distractors = distractors.DistractorScene(self._env, instances, list(categories),
                                                             open(bddl).read())
         self._cameras = cameras
-        self._instruction = info["instruction"]
-        self.info = {"task": info["name"], "instruction": info["instruction"]}
+        self._instruction = instruction_for(spec, info, self._env)
+        self.info = {"task": info["name"], "instruction": self._instruction}
         self._built_for = self._build_key(spec)
 
     @staticmethod
     def _build_key(spec) -> tuple:
         return (spec.benchmark, spec.task_id, spec.camera_size,
-                tuple(camera_name(c) for c in spec.render_cameras), _distractor_categories(spec))
+                tuple(camera_name(c) for c in spec.render_cameras), _distractor_categories(spec),
+                dict(spec.env_options).get("instruction"))
 
     # -- the Env interface --------------------------------------------------------------------
     def reset(self, spec) -> Observation:
@@ -262,6 +263,19 @@ class LiberoEnv:
     def sim_env(self):
         """The underlying LIBERO `OffScreenRenderEnv` (privileged access for experts and tests)."""
         return self._env
+
+
+# What the policy is told: the registry's task.language (derived from the BDDL file name; the OpenVLA
+# protocol) or the BDDL's own (:language ...), which LIBERO-PRO's runner uses and its language and task
+# perturbations change (suites/families/libero_pro.yaml).
+INSTRUCTION_SOURCES = ("benchmark", "bddl")
+
+
+def instruction_for(spec, info: dict, env) -> str:
+    source = dict(spec.env_options).get("instruction", "benchmark")
+    if source not in INSTRUCTION_SOURCES:
+        raise UserError(f"unknown LIBERO instruction source {source!r}: use one of {', '.join(INSTRUCTION_SOURCES)}")
+    return env.language_instruction if source == "bddl" else info["instruction"]
 
 
 def _distractor_categories(spec) -> tuple[str, ...]:
