@@ -40,14 +40,14 @@ def plan(families: list[str] | None, bases: list[str]) -> list[tuple[str, str]]:
     return [(e.name, e.family) for e in entries] + [(b, "base") for b in bases]
 
 
-def run_suite(suite: str, trials: str, tasks: str | None, workers: int, out: Path) -> float:
+def run_suite(suite: str, trials: str, tasks: str | None, workers: int, out: Path, in_process: bool = False) -> float:
     from nora_bench.cli import resolve_config
     from nora_bench.run.rundir import RunDir
     from nora_bench.run.scheduler import ExecOptions, Scheduler
 
     config = resolve_config(suite, "scripted", tasks, trials, 7, None, None, None, None, False, False, "steps")
     t = time.perf_counter()
-    Scheduler(config, RunDir(out), ExecOptions(workers=workers, progress=False)).run()
+    Scheduler(config, RunDir(out), ExecOptions(workers=workers, progress=False, in_process=in_process)).run()
     return time.perf_counter() - t
 
 
@@ -105,6 +105,8 @@ def main() -> None:
     ap.add_argument("--suites", default=None, help="exactly these suites, in this order (instead of --families/--bases)")
     ap.add_argument("--no-base", action="store_true", help="skip the base suites (e.g. measured already)")
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--in-process", action="store_true",
+                    help="one env worker in this process, no Ray (the same EnvWorker and protocol; for a crowded machine)")
     ap.add_argument("--out", type=Path, default=None, help="folder for the run folders (default: results/bench-robustness-<time>)")
     ap.add_argument("--summarize", type=Path, default=None, help="run nothing: summarize the run folders in this folder")
     ap.add_argument("--markdown", type=Path, default=None, help="also write the table to this Markdown file")
@@ -125,10 +127,11 @@ def main() -> None:
         if args.no_base:
             todo = [(s, f) for s, f in todo if f != "base"]
         print(f"{len(todo)} suites -> {root}: " + ", ".join(s for s, _ in todo), flush=True)
-        ray.init(num_cpus=max(os.cpu_count() or 1, args.workers), include_dashboard=False, log_to_driver=False,
-                 object_store_memory=256 * 2**20)  # one Ray for every suite
+        if not args.in_process:
+            ray.init(num_cpus=max(os.cpu_count() or 1, args.workers), include_dashboard=False, log_to_driver=False,
+                     object_store_memory=256 * 2**20)  # one Ray for every suite
         for suite, family in todo:
-            wall = run_suite(suite, args.trials, args.tasks, args.workers, root / suite)
+            wall = run_suite(suite, args.trials, args.tasks, args.workers, root / suite, args.in_process)
             print(f"{suite} ({family}): {wall / 60:.1f} min", flush=True)
     table = summarize(root)
     pd.set_option("display.width", 220)
