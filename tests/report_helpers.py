@@ -66,6 +66,7 @@ def make_run(path: Path, episodes: list[dict], *, tasks=(0, 1), trials=range(10)
                       instruction=f"do task {task}", trial=trial, init_state=trial, seed=1000 + i,
                       success=None if termination == "error" else termination == SUCCESS, termination=termination,
                       max_steps=max_steps, chunk_exec=chunk_exec, policy="zero",
+                      **spec.perturbation(config.distractors), distractors=config.distractors,
                       finished_at=(created + timedelta(seconds=10 * (i + 1))).isoformat(timespec="seconds"),
                       timings={"reset_s": 0.5, "settle_s": 0.2, "policy_s": 0.1, "env_s": 2.0, "wall_s": 3.0},
                       versions=package_versions())

@@ -170,3 +170,31 @@ def test_compare_on_real_runs_warns_about_the_protocol(real_runs, tmp_path):
     assert overall.loc["zeroA", "episodes"] == 2 and overall.loc["zeroB", "episodes"] == 1
     assert overall.loc["zeroB", "paired_episodes"] == 1 and overall.loc["zeroB", "p_mcnemar"] == 1.0
     assert (tmp_path / "cmp" / "compare_per_task.png").stat().st_size > 5000
+
+
+def test_success_grid_has_one_cell_per_episode_and_a_click_opens_its_video(synthetic_page):
+    page, eps = synthetic_page
+    cells = page.evaluate("""Array.from(document.querySelectorAll('table.grid a.cell[data-key]')).map(a => ({
+        key: a.dataset.key, outcome: a.dataset.outcome, bg: getComputedStyle(a).backgroundColor,
+        suite: a.closest('table').dataset.suite}))""")
+    cards = {c["key"]: c for c in visible_cards(page)}
+    assert len(cells) == len(eps) == len(cards)
+    colours = {"success": "rgb(46, 139, 87)", "failure": "rgb(192, 57, 43)", "error": "rgb(125, 60, 152)"}
+    for c in cells:
+        assert c["outcome"] == cards[c["key"]]["outcome"] and c["bg"] == colours[c["outcome"]]
+        assert c["key"].startswith(c["suite"] + "/")
+    # libero_spatial: tasks 0 and 1 x init states 0-3; libero_object: task 2 x init states 0-1
+    assert page.locator("table.grid[data-suite='libero_spatial'] tbody tr").count() == 2
+    assert page.locator("table.grid[data-suite='libero_spatial'] thead th").count() == 1 + 4
+    assert page.locator("table.grid[data-suite='libero_object'] a.cell").count() == 2
+    # A success hidden by the "failures only" filter: the click shows its card and plays its video.
+    page.check("#f-fail")
+    key = next(c["key"] for c in cells if c["outcome"] == "success")
+    card = page.locator(f"#cards .card[data-key='{key}']")
+    assert card.is_hidden()
+    page.locator(f"table.grid a.cell[data-key='{key}']").click()
+    assert card.is_visible() and "target" in card.get_attribute("class")
+    page.wait_for_function(f"""(() => {{ const v = document.querySelector("#cards .card[data-key='{key}'] video");
+        return v && v.currentSrc.endsWith('.mp4') && v.readyState >= 1; }})()""", timeout=20000)
+    box = card.bounding_box()
+    assert box is not None and 0 <= box["y"] < 900, "the card is scrolled into view"

@@ -44,13 +44,17 @@ def print_frame(title: str, frame: pd.DataFrame) -> None:
 
 
 def report(
-    run_dir: Path = typer.Argument(..., help="A run folder written by `nora-bench run`."),
-    out: Optional[Path] = typer.Option(None, help="Write everything here (default: RUN_DIR/report/ and RUN_DIR/review.html)."),
+    run_dirs: List[Path] = typer.Argument(..., help="A run folder written by `nora-bench run`; or a base run and perturbed runs of the same policy (robustness report)."),
+    out: Optional[Path] = typer.Option(None, help="Write everything here (default: RUN_DIR/report/ and RUN_DIR/review.html; for several runs robustness-<runs> beside the first)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
     html: bool = typer.Option(True, "--html/--no-html", help="Write the HTML review page."),
 ) -> None:
     """Success tables (per task, suite, overall; 95% Wilson intervals), terminations, throughput, plots
-    and an HTML page to review every episode's video."""
+    and an HTML page to review every episode's video. Several runs (a base run and perturbed ones): the
+    robustness report, success per perturbation family and level and the drop from the base."""
+    if len(run_dirs) > 1:
+        return _robustness_report(run_dirs, out, plots, html)
+    run_dir = run_dirs[0]
     from nora_bench.report.html import TABLE_TITLES
     from nora_bench.report.tables import run_tables
     from nora_bench.report.writer import write_run_report
@@ -71,6 +75,30 @@ def report(
         console.print(f"plot: {path}", highlight=False, markup=False)
     if written.page:
         console.print(f"review page: {written.page.resolve().as_uri()}", highlight=False, markup=False)
+
+
+def _robustness_report(run_dirs: list[Path], out: Path | None, plots: bool, html: bool) -> None:
+    from nora_bench.report.robustness import robustness, write_robustness
+
+    try:
+        rob = robustness(run_dirs)
+        if out is None:
+            out = run_dirs[0].resolve().parent / ("robustness-" + "-".join(p.resolve().name for p in run_dirs))[:200]
+        written = write_robustness(rob, out, plots=plots, html=html)
+    except UserError as e:
+        _fail(str(e))
+    # The terminal gets the numbers; notes and run names are in the CSV, Markdown and page.
+    print_frame("Robustness: success per family and level, drop from the base",
+                rob.per_family.drop(columns=["runs", "note", "base_episodes", "base_successes", "only_base",
+                                             "only_perturbed"], errors="ignore"))
+    for note in rob.notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
+    console.print(f"{len(rob.broken)} episode(s) succeeded on the base scene and failed perturbed", highlight=False)
+    console.print(f"tables: {written.folder} (CSV, {written.markdown.name})", highlight=False)
+    for path in written.plots.values():
+        console.print(f"plot: {path}", highlight=False)
+    if written.page:
+        console.print(f"robustness page: {written.page.resolve().as_uri()}", highlight=False)
 
 
 def compare(

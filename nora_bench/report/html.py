@@ -48,6 +48,30 @@ table.tbl th{background:#f0f0f0}
 pre.err{white-space:pre-wrap;background:#fbeeee;padding:.3rem;margin:0;max-height:8rem;overflow:auto}
 pre.info{white-space:pre-wrap;margin:0;max-height:10rem;overflow:auto;font-size:.75rem}
 [hidden]{display:none !important}
+table.grid{border-collapse:separate;border-spacing:2px;font-size:.7rem;margin:.3rem 0 1rem}
+table.grid th{font-weight:normal;color:#555;padding:0 .3rem;text-align:right;white-space:nowrap}
+table.grid td{width:1.1rem;height:1.1rem;padding:0}
+table.grid a.cell{display:block;width:100%;height:100%;border-radius:2px;background:#ddd}
+table.grid a.cell.success{background:#2e8b57} table.grid a.cell.failure{background:#c0392b}
+table.grid a.cell.error{background:#7d3c98} table.grid a.cell:hover{outline:2px solid #222}
+.card.target{box-shadow:0 0 0 3px #1f6fd1}
+"""
+
+# Load a video only when it comes near the screen: a page can have hundreds.
+JS_LAZY_VIDEOS = """
+(() => {
+  const load = v => { if (!v.src) { v.preload = 'metadata'; v.src = v.dataset.src; } };
+  const videos = document.querySelectorAll('video[data-src]');
+  if ('IntersectionObserver' in window) {
+    const io = new IntersectionObserver(es => es.forEach(e => { if (e.isIntersecting) { load(e.target); io.unobserve(e.target); } }),
+                                        {rootMargin: '400px'});
+    videos.forEach(v => io.observe(v));
+  } else { videos.forEach(load); }
+  videos.forEach(v => v.addEventListener('error', () => {
+    const p = document.createElement('div'); p.className = 'novideo';
+    p.textContent = 'video could not be played: ' + v.dataset.src; v.replaceWith(p);
+  }));
+})();
 """
 
 JS = """
@@ -69,17 +93,17 @@ JS = """
     count.textContent = shown + ' of ' + cards.length + ' episodes shown';
   }
   for (const el of Object.values(f)) el.addEventListener('change', apply);
-  // Load a video only when its card comes near the screen: a run can have hundreds.
-  const load = v => { if (!v.src) { v.preload = 'metadata'; v.src = v.dataset.src; } };
-  const videos = document.querySelectorAll('video[data-src]');
-  if ('IntersectionObserver' in window) {
-    const io = new IntersectionObserver(es => es.forEach(e => { if (e.isIntersecting) { load(e.target); io.unobserve(e.target); } }),
-                                        {rootMargin: '400px'});
-    videos.forEach(v => io.observe(v));
-  } else { videos.forEach(load); }
-  videos.forEach(v => v.addEventListener('error', () => {
-    const p = document.createElement('div'); p.className = 'novideo';
-    p.textContent = 'video could not be played: ' + v.dataset.src; v.replaceWith(p);
+  // Success grid: a click shows the episode's card (clearing filters that hide it) and plays its video.
+  document.querySelectorAll('table.grid a.cell[data-key]').forEach(a => a.addEventListener('click', ev => {
+    ev.preventDefault();
+    const card = cards.find(c => c.dataset.key === a.dataset.key);
+    if (!card) return;
+    if (card.hidden) { f.fail.checked = false; f.suite.value = ''; f.task.value = ''; f.term.value = ''; apply(); }
+    cards.forEach(c => c.classList.remove('target'));
+    card.classList.add('target');
+    card.scrollIntoView({block: 'center'});
+    const v = card.querySelector('video[data-src]');
+    if (v) { if (!v.src) { v.preload = 'auto'; v.src = v.dataset.src; } v.play().catch(() => {}); }
   }));
   apply();
 })();
@@ -162,6 +186,36 @@ def _options(values: list[tuple[str, str]], all_label: str) -> str:
         f'<option value="{_e(v)}">{_e(label)}</option>' for v, label in values)
 
 
+def success_grid(df: pd.DataFrame) -> str:
+    """Per suite, a task x init-state grid: one cell per episode, coloured by outcome; a click opens its card
+    and video. Shows at a glance which init states a policy fails."""
+    parts = ['<h2 id="grid">Success grid (task x init state)</h2>',
+             '<p class="meta">One cell per episode: green success, red failure, purple error, grey not recorded. '
+             "Click a cell to open its episode and video.</p>"]
+    for suite, g in df.groupby("suite", sort=True):
+        states = sorted(int(x) for x in g["init_state"].unique())
+        names = g.groupby("task_id")["task"].agg(lambda x: next((t for t in x if t), ""))
+        cells = {(int(t), int(i)): r for t, i, r in zip(g["task_id"], g["init_state"], g.to_dict("records"))}
+        head = "".join(f"<th>{i}</th>" for i in states)
+        rows = []
+        for task in sorted(int(t) for t in g["task_id"].unique()):
+            tds = []
+            for i in states:
+                r = cells.get((task, i))
+                if r is None:
+                    tds.append('<td><a class="cell missing" title="not recorded"></a></td>')
+                    continue
+                outcome = _outcome(r["termination"])
+                tip = f"{r['key']}: {r['termination']}, init state {i}"
+                tds.append(f'<td><a class="cell {outcome}" href="#" data-key="{_e(r["key"])}" data-outcome="{outcome}" '
+                           f'title="{_e(tip)}" aria-label="{_e(tip)}"></a></td>')
+            rows.append(f'<tr><th title="{_e(names.get(task, ""))}">task {task}</th>{"".join(tds)}</tr>')
+        k = int((g["termination"] == SUCCESS).sum())
+        parts.append(f'<h3>{_e(suite)}: {k}/{len(g)}</h3><div class="scroll"><table class="grid" data-suite="{_e(suite)}">'
+                     f'<thead><tr><th>init state</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+    return "\n".join(parts)
+
+
 def review_page(tables: RunTables, page_path: Path, plots: dict[str, Path]) -> str:
     """The HTML text of the review page that will be written to `page_path`."""
     page_dir, run_dir, df = page_path.parent, tables.run_dir, tables.episodes
@@ -176,10 +230,11 @@ def review_page(tables: RunTables, page_path: Path, plots: dict[str, Path]) -> s
     parts.append(f'<div class="headline"><b>{int(o["successes"])}/{int(o["episodes"] - o["errored"])}</b> successes '
                  f'({_e(pct(o["success_rate"]))}, 95% CI {_e(pct(o["ci95_low"]))} to {_e(pct(o["ci95_high"]))})'
                  + (f', {int(o["errored"])} errored' if o["errored"] else "") + "</div>")
-    parts.append(f'<nav><a href="#tables">Tables</a> · <a href="#plots">Plots</a> · <a href="#episodes">Episodes</a> '
+    parts.append(f'<nav><a href="#grid">Grid</a> · <a href="#tables">Tables</a> · <a href="#plots">Plots</a> · <a href="#episodes">Episodes</a> '
                  f"({len(df)}, {failures} not successful)</nav>")
     if tables.notes:
         parts.append('<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in tables.notes) + "</ul>")
+    parts.append(success_grid(df))
     parts.append('<h2 id="tables">Tables</h2>')
     for name, frame in tables.frames().items():
         parts.append(f"<h3>{_e(TABLE_TITLES.get(name, name))}</h3>")
@@ -211,7 +266,7 @@ def review_page(tables: RunTables, page_path: Path, plots: dict[str, Path]) -> s
     # Counts for scripts and tests, as inert JSON (</ cannot end the script element).
     summary = {"episodes": len(df), "failures": int((df["termination"] != SUCCESS).sum())}
     parts.append('<script type="application/json" id="summary">' + json.dumps(summary).replace("</", "<\\/") + "</script>")
-    parts.append(f"<script>{JS}</script></body></html>")
+    parts.append(f"<script>{JS}</script><script>{JS_LAZY_VIDEOS}</script></body></html>")
     return "\n".join(parts)
 
 
