@@ -266,7 +266,7 @@ def review_page(tables: RunTables, page_path: Path, plots: dict[str, Path]) -> s
     # Counts for scripts and tests, as inert JSON (</ cannot end the script element).
     summary = {"episodes": len(df), "failures": int((df["termination"] != SUCCESS).sum())}
     parts.append('<script type="application/json" id="summary">' + json.dumps(summary).replace("</", "<\\/") + "</script>")
-    parts.append(f"<script>{JS}</script><script>{JS_LAZY_VIDEOS}</script></body></html>")
+    parts.append(f"<script>{JS}{JS_LAZY_VIDEOS}</script></body></html>")
     return "\n".join(parts)
 
 
