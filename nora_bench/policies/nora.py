@@ -18,7 +18,6 @@ Deliberate differences from the reference, all named options or harmless:
 from __future__ import annotations
 
 import importlib.util
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from nora_bench.chunking import ChunkRule
 from nora_bench.policies.base import ActionChunk, Requirements
 from nora_bench.policies.checkpoints import resolve_folder
 from nora_bench.policies.fast import FastDecodeError, FastTokenizer
+from nora_bench.policies.nora_prompt import IMAGE_RESIZES, NoraPrompt
 from nora_bench.policies.unnorm import Bounds, load_bounds
 
 ACTION_TOKEN_MIN = 151665  # <robot_action_0>
@@ -42,10 +42,7 @@ GRIPPER_OPEN = {"libero": -1.0, "bridge": 1.0}
 DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
           "fp32": "float32", "float32": "float32"}
 ATTNS = ("auto", "flash_attention_2", "sdpa", "eager")
-IMAGE_RESIZES = ("openvla", "qwen")
 FAST_SUBFOLDER = "fast_tokenizer"  # a checkpoint may carry its own FAST+ tokenizer here
-# Names of the third-person camera image in observations: LIBERO's agentview, the WidowX full_image.
-THIRD_PERSON = ("agentview", "full_image")
 
 
 def gripper_libero(actions: np.ndarray) -> np.ndarray:
@@ -59,17 +56,6 @@ def gripper_libero(actions: np.ndarray) -> np.ndarray:
 def postprocess_gripper(actions: np.ndarray, target: str) -> np.ndarray:
     # Bridge/WidowX: the published WidowX script sends the un-normalized action as it is.
     return gripper_libero(actions) if target == "libero" else actions.copy()
-
-
-def openvla_resize(image: np.ndarray, size: int) -> np.ndarray:
-    """OpenVLA's model-image preprocessing: JPEG round trip (quality 95), then Lanczos resize."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=95)
-    buf.seek(0)
-    img = Image.open(buf).convert("RGB")
-    return np.asarray(img.resize((size, size), Image.LANCZOS))
 
 
 class NoraPolicy:
@@ -90,9 +76,7 @@ class NoraPolicy:
         if not cameras:
             raise UserError("a NORA preset needs one camera (cameras: [agentview])")
         self.requirements = Requirements(cameras=tuple(cameras))
-        self.camera = _env_camera(cameras[0])
         self.time_horizon, self.gripper, self.fallback = int(time_horizon), gripper, decode_fallback
-        self.image_size, self.image_resize = int(image_size), image_resize
         self.device, self.dtype, self.attn = resolve_runtime(device, dtype, attn)
 
         self.checkpoint_dir, fast_dir, self.bounds = self.resolve_files(checkpoint, fast_tokenizer, norm_stats, unnorm_key)
@@ -102,8 +86,8 @@ class NoraPolicy:
 
         self.processor = AutoProcessor.from_pretrained(self.checkpoint_dir)
         check_action_tokens(self.processor.tokenizer, checkpoint)
-        # Batches are padded on the left so that every row's generation starts at the same place.
-        self.processor.tokenizer.padding_side = "left"
+        # The shared NORA prompt; it pads batches on the left so that every row's generation starts at the same place.
+        self.prompt = NoraPrompt(self.processor, cameras[0], image_size, image_resize)
         self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             self.checkpoint_dir, dtype=getattr(torch, self.dtype), attn_implementation=self.attn).to(self.device).eval()
         try:
@@ -178,36 +162,11 @@ class NoraPolicy:
         return [self.to_chunk(obs, row) for obs, row in zip(observations, ids)]
 
     # -- steps ----------------------------------------------------------------------------------------
-    def model_image(self, obs) -> np.ndarray:
-        names = (self.camera,) + (THIRD_PERSON if self.camera in THIRD_PERSON else ())
-        name = next((n for n in names if n in obs.images), None)
-        if name is None:
-            # The scheduler renders the cameras the preset lists: a preset without them gives no image.
-            raise ValueError(f"observation has no {self.camera!r} image (has {sorted(obs.images)}); "
-                             f"list it in the preset: cameras: [{self.camera}]")
-        img = np.asarray(obs.images[name], dtype=np.uint8)
-        return openvla_resize(img, self.image_size) if self.image_resize == "openvla" else img
-
-    def messages(self, obs) -> list[dict]:
-        from PIL import Image
-
-        return [{"role": "user", "content": [
-            {"type": "image", "image": Image.fromarray(self.model_image(obs)),
-             "resized_height": self.image_size, "resized_width": self.image_size},
-            {"type": "text", "text": obs.instruction}]}]
-
     def generate(self, observations: list) -> list[list[int]]:
         """The newly generated token ids per observation (one generate call for the batch)."""
         import torch
-        from qwen_vl_utils import process_vision_info
 
-        conversations = [self.messages(o) for o in observations]
-        texts = [self.processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
-        image_inputs, video_inputs = process_vision_info(conversations)
-        inputs = self.processor(text=texts, images=image_inputs, videos=video_inputs, padding=True, return_tensors="pt")
-        inputs = inputs.to(self.device)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(getattr(torch, self.dtype))
+        inputs = self.prompt.inputs(observations, self.device, self.dtype)
         with torch.inference_mode():
             out = self.model.generate(**inputs)
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
@@ -288,8 +247,3 @@ def check_action_tokens(tokenizer, checkpoint: str) -> None:
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise UserError(f"unknown {what} {value!r}: use one of {', '.join(choices)}")
-
-
-def _env_camera(name: str) -> str:
-    # Observations carry LIBERO's full camera names; presets may use the short alias.
-    return {"wrist": "robot0_eye_in_hand"}.get(name, name)

@@ -1,0 +1,95 @@
+"""The NORA family's model input: one third-person image and the instruction in one chat message.
+
+Shared by NORA / NORA-LONG (`nora.py`) and NORA-1.5 (`nora15.py`), whose published code builds the
+same prompt (declare-lab/nora `inference/nora.py`, declare-lab/nora-1.5 `inference/modelling_expert.py`):
+a single user message holding the image (`resized_height = resized_width = 224`) followed by the
+instruction text, the processor's chat template with the generation prompt,
+`qwen_vl_utils.process_vision_info`, and the processor with padding. Batches pad on the left.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+from nora_bench import UserError
+
+# How the model image is made from the env's camera image:
+# - openvla: JPEG round trip (quality 95) + Lanczos, OpenVLA's LIBERO `get_libero_image` (done with Pillow);
+# - lanczos: Lanczos resize only, as dlimp's `resize_image` (TF lanczos3, antialias) in NORA-1.5's code;
+# - qwen: the image as it comes; qwen-vl-utils resizes it to resized_height x resized_width.
+IMAGE_RESIZES = ("openvla", "lanczos", "qwen")
+# Names of the third-person camera image in observations: LIBERO's agentview, the WidowX full_image.
+THIRD_PERSON = ("agentview", "full_image")
+
+
+def openvla_resize(image: np.ndarray, size: int) -> np.ndarray:
+    """OpenVLA's model-image preprocessing: JPEG round trip (quality 95), then Lanczos resize."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=95)
+    buf.seek(0)
+    img = Image.open(buf).convert("RGB")
+    return np.asarray(img.resize((size, size), Image.LANCZOS))
+
+
+def lanczos_resize(image: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.LANCZOS))
+
+
+def env_camera(name: str) -> str:
+    # Observations carry LIBERO's full camera names; presets may use the short alias.
+    return {"wrist": "robot0_eye_in_hand"}.get(name, name)
+
+
+class NoraPrompt:
+    """Builds the processor inputs for a batch of observations (see the module docstring)."""
+
+    def __init__(self, processor, camera: str, image_size: int = 224, image_resize: str = "openvla"):
+        if image_resize not in IMAGE_RESIZES:
+            raise UserError(f"unknown image_resize {image_resize!r}: use one of {', '.join(IMAGE_RESIZES)}")
+        self.processor, self.camera = processor, env_camera(camera)
+        self.image_size, self.image_resize = int(image_size), image_resize
+        # Batches are padded on the left so that every row's prompt ends at the same place.
+        processor.tokenizer.padding_side = "left"
+
+    def model_image(self, obs) -> np.ndarray:
+        names = (self.camera,) + (THIRD_PERSON if self.camera in THIRD_PERSON else ())
+        name = next((n for n in names if n in obs.images), None)
+        if name is None:
+            # The scheduler renders the cameras the preset lists: a preset without them gives no image.
+            raise ValueError(f"observation has no {self.camera!r} image (has {sorted(obs.images)}); "
+                             f"list it in the preset: cameras: [{self.camera}]")
+        img = np.asarray(obs.images[name], dtype=np.uint8)
+        if self.image_resize == "openvla":
+            return openvla_resize(img, self.image_size)
+        if self.image_resize == "lanczos":
+            return lanczos_resize(img, self.image_size)
+        return img
+
+    def messages(self, obs) -> list[dict]:
+        from PIL import Image
+
+        return [{"role": "user", "content": [
+            {"type": "image", "image": Image.fromarray(self.model_image(obs)),
+             "resized_height": self.image_size, "resized_width": self.image_size},
+            {"type": "text", "text": obs.instruction}]}]
+
+    def inputs(self, observations: list, device: str, dtype: str):
+        """The processor's batch (input_ids, attention_mask, pixel_values, ...) on `device`, pixels in `dtype`."""
+        import torch
+        from qwen_vl_utils import process_vision_info
+
+        conversations = [self.messages(o) for o in observations]
+        texts = [self.processor.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+                 for c in conversations]
+        image_inputs, video_inputs = process_vision_info(conversations)
+        inputs = self.processor(text=texts, images=image_inputs, videos=video_inputs, padding=True,
+                                return_tensors="pt").to(device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(getattr(torch, dtype))
+        return inputs
