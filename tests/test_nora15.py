@@ -257,6 +257,18 @@ def test_batched_sampling_equals_one_by_one(policy):
     assert policy.last_timing.prefill_s > 0 and policy.last_timing.expert_s > 0
 
 
+def test_batches_group_prompts_of_one_length(policy):
+    obs = [Observation(text, episode="e") for text in INSTRUCTIONS]
+    keys = [policy.batch_key(o) for o in obs]
+    lengths = []
+    assert keys[0] == policy.batch_key(Observation(INSTRUCTIONS[0], episode="other"))
+    assert len(set(keys)) > 1  # these instructions tokenize to different lengths
+    for text, key in zip(INSTRUCTIONS, keys):
+        o = Observation(text, episode="e", images=observation(0, "e").images)
+        lengths.append(policy.prompt.inputs([o], "cpu", "float32")["input_ids"].shape[1] - key)
+    assert len(set(lengths)) == 1  # the key is the prompt length up to a constant
+
+
 # -- un-normalization and the gripper --------------------------------------------------------------------
 def published_unnormalize(normalized, stats):
     mask = stats.get("mask", np.ones_like(stats["q01"], dtype=bool))

@@ -90,6 +90,7 @@ class Nora15Policy:
                      "dtype": self.dtype, "attn": self.attn}
         self.last_timing = SampleTiming()
         self._episodes: dict[str, list[int]] = {}  # key -> [seed, queries so far]
+        self._prompt_lengths: dict[str, int] = {}
 
     # -- files ------------------------------------------------------------------------------------
     @staticmethod
@@ -147,6 +148,14 @@ class Nora15Policy:
 
     def end_episode(self, key: str) -> None:
         self._episodes.pop(key, None)
+
+    def batch_key(self, obs) -> int:
+        """Only prompts of one token length share a batch (no padding): then a batch gives exactly
+        the actions of single calls (nora_bench/batching.py). The image adds the same tokens to every prompt."""
+        n = self._prompt_lengths.get(obs.instruction)
+        if n is None:
+            n = self._prompt_lengths[obs.instruction] = len(self.prompt.processor.tokenizer(obs.instruction)["input_ids"])
+        return n
 
     def act(self, observations: list) -> list[ActionChunk]:
         if not observations:
