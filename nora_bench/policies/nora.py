@@ -29,7 +29,7 @@ from nora_bench.chunking import ChunkRule
 from nora_bench.policies.base import ActionChunk, Requirements
 from nora_bench.policies.checkpoints import resolve_folder
 from nora_bench.policies.fast import FastDecodeError, FastTokenizer
-from nora_bench.policies.nora_prompt import IMAGE_RESIZES, NoraPrompt
+from nora_bench.policies.nora_prompt import NoraPrompt
 from nora_bench.policies.unnorm import Bounds, load_bounds
 
 ACTION_TOKEN_MIN = 151665  # <robot_action_0>
@@ -70,7 +70,9 @@ class NoraPolicy:
 
         _check_choice("decode_fallback", decode_fallback, FALLBACKS)
         _check_choice("gripper", gripper, GRIPPERS)
-        _check_choice("image_resize", image_resize, IMAGE_RESIZES)
+        from nora_bench.policies.images import check_pipeline
+
+        self.image_pipeline = check_pipeline(image_resize)
         if int(time_horizon) < 1:
             raise UserError(f"time_horizon must be >= 1, got {time_horizon}")
         if not cameras:
@@ -100,7 +102,8 @@ class NoraPolicy:
             self.generation_config.max_new_tokens = int(max_new_tokens)
         self.model.generation_config = self.generation_config  # as the reference sets it
         self.info = {"checkpoint_dir": str(self.checkpoint_dir), "fast_tokenizer": str(fast_dir),
-                     "bounds": self.bounds.source, "device": self.device, "dtype": self.dtype, "attn": self.attn}
+                     "bounds": self.bounds.source, "device": self.device, "dtype": self.dtype, "attn": self.attn,
+                     **self.image_pipeline.info()}
         # Per episode: the chunk row whose gripper command is executed last (for `hold`) and that command.
         self._last_row: dict[str, int] = {}
         self._gripper: dict[str, float] = {}
@@ -138,7 +141,10 @@ class NoraPolicy:
             preset.get("norm_stats", "checkpoint"), preset.get("unnorm_key"))
         device, dtype, attn = resolve_runtime(preset.get("device", "auto"), preset.get("dtype", "auto"),
                                               preset.get("attn", "auto"))
-        return {"checkpoint_dir": str(ckpt), "checkpoint_revision": hub_revision(ckpt),
+        from nora_bench.policies.images import check_pipeline
+
+        images = check_pipeline(preset.get("image_resize", "openvla")).info()
+        return {**images, "checkpoint_dir": str(ckpt), "checkpoint_revision": hub_revision(ckpt),
                 "fast_tokenizer_dir": str(fast_dir), "fast_tokenizer_revision": hub_revision(fast_dir),
                 "bounds": bounds.source,
                 "low": bounds.low.tolist(), "high": bounds.high.tolist(), "device": device, "dtype": dtype, "attn": attn}

@@ -28,7 +28,7 @@ from nora_bench.policies.checkpoints import resolve_folder
 from nora_bench.policies.nora import _check_choice, gripper_libero, hub_revision, resolve_runtime
 from nora_bench.policies.nora15_expert import (ACTION_DIM, CHUNK_LENGTH, EXPERT_HEADS, NUM_STEPS, WIDTH_MULTIPLIER,
                                                SampleTiming)
-from nora_bench.policies.nora_prompt import IMAGE_RESIZES, NoraPrompt
+from nora_bench.policies.nora_prompt import NoraPrompt
 from nora_bench.policies.unnorm import Bounds, load_bounds
 
 GRIPPERS = ("libero", "bridge")
@@ -70,7 +70,9 @@ class Nora15Policy:
         from nora_bench.policies.nora15_expert import load_nora15
 
         _check_choice("gripper", gripper, GRIPPERS)
-        _check_choice("image_resize", image_resize, IMAGE_RESIZES)
+        from nora_bench.policies.images import check_pipeline
+
+        check_pipeline(image_resize)
         if int(num_steps) < 1:
             raise UserError(f"num_steps must be >= 1, got {num_steps}")
         if not cameras:

@@ -9,36 +9,14 @@ instruction text, the processor's chat template with the generation prompt,
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
 from nora_bench import UserError
 
-# How the model image is made from the env's camera image:
-# - openvla: JPEG round trip (quality 95) + Lanczos, OpenVLA's LIBERO `get_libero_image` (done with Pillow);
-# - lanczos: Lanczos resize only, as dlimp's `resize_image` (TF lanczos3, antialias) in NORA-1.5's code;
-# - qwen: the image as it comes; qwen-vl-utils resizes it to resized_height x resized_width.
-IMAGE_RESIZES = ("openvla", "lanczos", "qwen")
+# How the model image is made from the env's camera image: policies/images.py (openvla_tf, openvla,
+# lanczos, qwen).
 # Names of the third-person camera image in observations: LIBERO's agentview, the WidowX full_image.
 THIRD_PERSON = ("agentview", "full_image")
-
-
-def openvla_resize(image: np.ndarray, size: int) -> np.ndarray:
-    """OpenVLA's model-image preprocessing: JPEG round trip (quality 95), then Lanczos resize."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=95)
-    buf.seek(0)
-    img = Image.open(buf).convert("RGB")
-    return np.asarray(img.resize((size, size), Image.LANCZOS))
-
-
-def lanczos_resize(image: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.fromarray(image).resize((size, size), Image.LANCZOS))
 
 
 def env_camera(name: str) -> str:
@@ -50,8 +28,9 @@ class NoraPrompt:
     """Builds the processor inputs for a batch of observations (see the module docstring)."""
 
     def __init__(self, processor, camera: str, image_size: int = 224, image_resize: str = "openvla"):
-        if image_resize not in IMAGE_RESIZES:
-            raise UserError(f"unknown image_resize {image_resize!r}: use one of {', '.join(IMAGE_RESIZES)}")
+        from nora_bench.policies.images import pipeline
+
+        self.pipeline = pipeline(image_resize)
         self.processor, self.camera = processor, env_camera(camera)
         self.image_size, self.image_resize = int(image_size), image_resize
         # Batches are padded on the left so that every row's prompt ends at the same place.
@@ -65,11 +44,7 @@ class NoraPrompt:
             raise ValueError(f"observation has no {self.camera!r} image (has {sorted(obs.images)}); "
                              f"list it in the preset: cameras: [{self.camera}]")
         img = np.asarray(obs.images[name], dtype=np.uint8)
-        if self.image_resize == "openvla":
-            return openvla_resize(img, self.image_size)
-        if self.image_resize == "lanczos":
-            return lanczos_resize(img, self.image_size)
-        return img
+        return self.pipeline.run(img, self.image_size)
 
     def messages(self, obs) -> list[dict]:
         from PIL import Image
