@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from nora_bench import UserError
 
 # How the model image is made from the env's camera image: policies/images.py (openvla_tf, openvla,
 # lanczos, qwen).
