@@ -53,7 +53,7 @@ def fail(message: str) -> None:
 def resolve_config(suite: str, policy: str, tasks: str | None, trials: str | None, seed: int,
                    chunk_exec: str | None, max_steps: int | None, step_unit: str | None, distractors: int | None,
                    video: bool, video_wrist: bool, video_frames: str, scene: str = "reference",
-                   scene_seed: int = 0) -> RunConfig:
+                   scene_seed: int = 0, success_check: str = "any_step") -> RunConfig:
     s = load_suite(suite)
     p = load_policy_preset(policy)
     task_ids = parse_index_list(tasks, s.num_tasks, "task",
@@ -90,10 +90,15 @@ def resolve_config(suite: str, policy: str, tasks: str | None, trials: str | Non
     from nora_bench.envs.libero_scenes import check_scene
 
     check_scene(scene, scene_seed)
+    from nora_bench.episode import SUCCESS_CHECKS
+
+    if success_check not in SUCCESS_CHECKS:
+        raise UserError(f"unknown --success-check {success_check!r}: use any_step (success at any env step) or "
+                        f"chunk_end (only after a whole chunk, NORA's LIBERO script)")
     return RunConfig(suite=_suite_dict(s), policy=p, tasks=task_ids, trials=trial_ids, seed=seed,
                      chunk_exec=str(rule), max_steps=max_steps or s.max_steps, step_unit=unit,
                      num_steps_wait=s.num_steps_wait, distractors=n_distractors, video=video,
-                     video_wrist=video_wrist, video_frames=video_frames, scene=scene, scene_seed=scene_seed)
+                     video_wrist=video_wrist, video_frames=video_frames, scene=scene, scene_seed=scene_seed, success_check=success_check)
 
 
 def _suite_dict(s) -> dict:
@@ -148,6 +153,7 @@ def run(
     video_frames: str = typer.Option("steps", help="Video frames at every env step (steps) or at policy queries only (queries)."),
     scene: str = typer.Option("reference", help="LIBERO fixture placement: reference (the published scripts' scene for each trial) or episode (seeded per episode)."),
     scene_seed: int = typer.Option(0, help="The published scripts' env.seed() for reference scenes: 0 (OpenVLA, NORA) or 7 (openpi)."),
+    success_check: str = typer.Option("any_step", help="When success counts: any_step (OpenVLA's script) or chunk_end (only after a whole chunk, NORA's LIBERO script)."),
     robot_host: Optional[str] = typer.Option(None, help="Real-robot suites: host of the bridge_data_robot WidowX server."),
     robot_port: Optional[int] = typer.Option(None, help="Real-robot suites: port of the WidowX server (default: the suite's, 5556)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: results/<suite>-<policy>-<time>). An existing run folder with the same settings is resumed."),
@@ -176,7 +182,7 @@ def run(
         if policy_replicas < 1 or max_batch < 1 or max_wait_ms < 0 or policy_gpus < 0:
             raise UserError("--policy-replicas and --max-batch must be >= 1, --max-wait-ms and --policy-gpus >= 0")
         config = resolve_config(suite, policy, tasks, trials, seed, chunk_exec, max_steps, step_unit, distractors,
-                                video, video_wrist, video_frames, scene=scene, scene_seed=scene_seed)
+                                video, video_wrist, video_frames, scene=scene, scene_seed=scene_seed, success_check=success_check)
         # Model overrides go into the policy preset (recorded in config.yaml); then fail fast on missing files.
         from nora_bench.policies import check_preset, override_preset
 

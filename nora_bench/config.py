@@ -264,6 +264,7 @@ class RunConfig:
     video_frames: str = "steps"  # "steps" (every env step) or "queries"
     scene: str = "reference"  # LIBERO fixture placement: the published scripts' (reference) or per episode
     scene_seed: int = 0  # the published scripts' env.seed(): OpenVLA/NORA 0, openpi 7
+    success_check: str = "any_step"  # any_step | chunk_end (NORA's LIBERO script): episode.SUCCESS_CHECKS
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -25,6 +25,9 @@ POLICY_ERROR = "policy_error"  # unusable policy output (wrong shape, NaN) or a 
 ENV_FAILURE = "env_failure"  # the env could not go on (lost robot connection, ...)
 ERROR = "error"  # an exception in the env or the worker; retried, then recorded
 OPERATOR_STOP = "operator_stop"  # the env's operator stopped the episode (real robot)
+# When the env's success counts: at any env step (OpenVLA's script, the default) or only at the last
+# step of each executed chunk (NORA's published LIBERO script checks `done` after the chunk).
+SUCCESS_CHECKS = ("any_step", "chunk_end")
 TERMINATIONS = (SUCCESS, STEP_LIMIT, POLICY_STOP, POLICY_ERROR, ENV_FAILURE, ERROR, OPERATOR_STOP)
 
 
@@ -59,6 +62,7 @@ class EpisodeSpec:
     # this trial after env.seed(scene_seed); `episode` = NumPy seeded from `seed` before the reset.
     scene: str = "reference"
     scene_seed: int = 0
+    success_check: str = "any_step"  # SUCCESS_CHECKS
 
     @property
     def key(self) -> str:
@@ -200,7 +204,7 @@ class ProtocolRun:
             obs = r.observation
             if self.frame_sink is not None and render:
                 self._frame(obs)
-            if r.success:
+            if r.success and (spec.success_check == "any_step" or executor.needs_query()):
                 termination, success = SUCCESS, True
                 break
             if r.failure:

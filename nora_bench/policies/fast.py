@@ -11,6 +11,7 @@ files load here without `trust_remote_code`:
 
 Unlike the reference, which prints decode errors and returns zeros, `decode` raises
 `FastDecodeError` with the failure class and a reason; callers choose the fallback.
+`decode_reference` is the published decode, exactly, plus the failure classes it passed over.
 
 Folder layout (as published): processor_config.json (scale, vocab_size, min_token, action_dim,
 time_horizon, processor_class), tokenizer.json (the BPE), tokenizer_config.json,
@@ -38,7 +39,8 @@ NO_TOKENS = "no_tokens"
 OUT_OF_RANGE = "id_out_of_range"
 BAD_BYTES = "bad_bytes"  # tokens that do not decode to whole characters (a cut multi-byte char)
 WRONG_LENGTH = "wrong_length"
-FAILURE_CLASSES = (NO_TOKENS, OUT_OF_RANGE, BAD_BYTES, WRONG_LENGTH)
+TRUNCATED = "truncated"  # generation stopped at max_new_tokens before the chunk was complete (set by the policy)
+FAILURE_CLASSES = (NO_TOKENS, OUT_OF_RANGE, BAD_BYTES, WRONG_LENGTH, TRUNCATED)
 
 _REPLACEMENT_CHAR = "\ufffd"  # what byte-level decoding yields for invalid UTF-8
 
@@ -97,6 +99,30 @@ class FastTokenizer:
                                                 f"expected {t} x {d} = {t * d}")
         coeff = (np.fromiter(map(ord, text), dtype=np.int64, count=len(text)) + self.min_token).reshape(t, d)
         return idct(coeff / self.scale, axis=0, norm="ortho")
+
+    def decode_reference(self, ids: Iterable[int], time_horizon: int | None = None,
+                         action_dim: int | None = None) -> tuple[np.ndarray, list[str]]:
+        """What the published FAST+ processor's `decode` returns, with the failure classes it passed over.
+
+        physical-intelligence/fast `processing_action_tokenizer.py`: ids the BPE does not know are
+        dropped silently and the rest decoded; a cut multi-byte character decodes to U+FFFD, i.e. a
+        coefficient of about 65,000 (kept: huge actions); only an exception (a wrong number of
+        coefficients, no tokens) gives the all-zero chunk.
+        """
+        t = time_horizon or self.time_horizon
+        d = action_dim or self.action_dim
+        ids = [int(i) for i in ids]
+        n_vocab = self.bpe.get_vocab_size()
+        known = [i for i in ids if 0 <= i < n_vocab]
+        classes = [OUT_OF_RANGE] if len(known) != len(ids) else []
+        text = self.bpe.decode(known, skip_special_tokens=False)
+        if _REPLACEMENT_CHAR in text:
+            classes.append(BAD_BYTES)
+        if len(text) != t * d:
+            classes.append(NO_TOKENS if not text else WRONG_LENGTH)
+            return np.zeros((t, d)), classes  # the reference's except branch: zeros, then the idct of zeros
+        coeff = (np.fromiter(map(ord, text), dtype=np.int64, count=len(text)) + self.min_token).reshape(t, d)
+        return idct(coeff / self.scale, axis=0, norm="ortho"), classes
 
     # -- fitting ----------------------------------------------------------------------------------
     @classmethod

@@ -28,7 +28,7 @@ from nora_bench import UserError
 from nora_bench.chunking import ChunkRule
 from nora_bench.policies.base import ActionChunk, Requirements
 from nora_bench.policies.checkpoints import resolve_folder
-from nora_bench.policies.fast import FastDecodeError, FastTokenizer
+from nora_bench.policies.fast import TRUNCATED, FastDecodeError, FastTokenizer
 from nora_bench.policies.nora_prompt import NoraPrompt
 from nora_bench.policies.unnorm import Bounds, load_bounds
 
@@ -161,6 +161,16 @@ class NoraPolicy:
         self._last_row[spec.key] = last
         self._gripper[spec.key] = GRIPPER_OPEN[self.gripper]
 
+    def batch_key(self, obs) -> int:
+        """Only prompts of one token length share a batch (no left padding): in bf16 a padded batch is not
+        token-identical to single calls, an unpadded one is (nora_bench/batching.py groups by this key).
+        Within one LIBERO task every prompt has the same length; the image adds the same tokens to all."""
+        lengths = self.__dict__.setdefault("_prompt_lengths", {})
+        n = lengths.get(obs.instruction)
+        if n is None:
+            n = lengths[obs.instruction] = len(self.prompt.processor.tokenizer(obs.instruction)["input_ids"])
+        return n
+
     def act(self, observations: list) -> list[ActionChunk]:
         if not observations:
             return []
@@ -178,10 +188,13 @@ class NoraPolicy:
         new = out[:, inputs["input_ids"].shape[1]:].tolist()
         return new
 
+    @staticmethod
+    def _action_ids(generated: list[int]) -> list[int]:
+        return [i - ACTION_TOKEN_MIN for i in generated if ACTION_TOKEN_MIN <= i <= ACTION_TOKEN_MAX]
+
     def decode(self, generated: list[int]) -> np.ndarray:
         """Normalized chunk (T, 7) from generated ids; raises FastDecodeError."""
-        action_ids = [i - ACTION_TOKEN_MIN for i in generated if ACTION_TOKEN_MIN <= i <= ACTION_TOKEN_MAX]
-        return self.fast.decode(action_ids, self.time_horizon, ACTION_DIM)
+        return self.fast.decode(self._action_ids(generated), self.time_horizon, ACTION_DIM)
 
     def to_chunk(self, obs, generated: list[int]) -> ActionChunk:
         """The action chunk for one observation from its generated ids (decode, un-normalize, gripper, fallback)."""
@@ -190,19 +203,51 @@ class NoraPolicy:
             actions = postprocess_gripper(self.bounds.unnormalize(self.decode(generated)), self.gripper)
             failures: list[str] = []
         except FastDecodeError as e:
-            reason = f"FAST+ decode failed ({e}); fallback {self.fallback}"
+            detail = str(e)  # starts with the failure class (fast.FAILURE_CLASSES)
+            if self.truncated(generated):
+                detail = (f"{TRUNCATED}: generation stopped at max_new_tokens={self.max_new_tokens} before the chunk "
+                          f"was complete ({e}); set max_new_tokens in the preset")
+                self._warn_truncated()
+            reason = f"FAST+ decode failed ({detail}); fallback {self.fallback}"
             if self.fallback == "fail":
                 return ActionChunk(np.zeros((self.time_horizon, ACTION_DIM)), failures=[reason], stop=reason)
             if self.fallback == "reference":
-                zero = np.zeros((self.time_horizon, ACTION_DIM))
-                actions = postprocess_gripper(self.bounds.unnormalize(zero), self.gripper)
+                # The published decode, exactly: unknown ids dropped, a cut character as a huge value,
+                # zeros only where it raises (policies/fast.py `decode_reference`).
+                normalized, classes = self.fast.decode_reference(self._action_ids(generated), self.time_horizon,
+                                                                 ACTION_DIM)
+                actions = postprocess_gripper(self.bounds.unnormalize(normalized), self.gripper)
+                reason += f" ({'+'.join(classes)}: {'zeros' if not normalized.any() else 'decoded as published'})"
             else:  # hold: no motion, the gripper as last commanded
                 actions = np.zeros((self.time_horizon, ACTION_DIM))
                 actions[:, -1] = self._gripper.get(key, GRIPPER_OPEN[self.gripper])
             failures = [reason]
+            row = min(self._last_row.get(key, self.time_horizon - 1), len(actions) - 1)
+            self._gripper[key] = float(actions[row, -1])
+            return ActionChunk(actions, failures=failures)
         row = min(self._last_row.get(key, self.time_horizon - 1), len(actions) - 1)
         self._gripper[key] = float(actions[row, -1])
         return ActionChunk(actions, failures=failures)
+
+    def truncated(self, generated: list[int]) -> bool:
+        """Generation ran into max_new_tokens (no end-of-sequence token among the new ids)."""
+        eos = self.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, (list, tuple)) else [eos]) - {None}
+        return len(generated) >= self.max_new_tokens and not eos.intersection(generated)
+
+    @property
+    def max_new_tokens(self) -> int:
+        # transformers' default when the generation config sets neither max_new_tokens nor max_length: 20 new tokens
+        return int(self.generation_config.max_new_tokens or 20)
+
+    def _warn_truncated(self) -> None:
+        if not getattr(self, "_warned_truncated", False):
+            self._warned_truncated = True
+            import warnings
+
+            warnings.warn(f"NORA generation is cut at max_new_tokens={self.max_new_tokens} before a FAST+ chunk is "
+                          f"complete (decode failures of class 'truncated'): set max_new_tokens in the policy preset",
+                          stacklevel=2)
 
 
 def resolve_runtime(device: str, dtype: str, attn: str) -> tuple[str, str, str]:

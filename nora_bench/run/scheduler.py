@@ -88,7 +88,7 @@ def expand(config: RunConfig) -> list[EpisodeSpec]:
                 camera_size=suite.camera_size, cameras=cameras,
                 state=bool(policy.get("state", False)), video_cameras=video_cameras,
                 video_frames=config.video_frames, env_options=_env_options(suite, task),
-                scene=config.scene, scene_seed=config.scene_seed)
+                scene=config.scene, scene_seed=config.scene_seed, success_check=config.success_check)
             specs.append(replace(spec, seed=episode_seed(config.seed, spec.key)))
     return specs
 
@@ -352,6 +352,7 @@ class Scheduler:
             seed=spec.seed, success=outcome.get("success"), termination=outcome["termination"],
             env_steps=outcome.get("env_steps", 0), queries=outcome.get("queries", 0),
             max_steps=spec.max_steps, step_unit=spec.step_unit, chunk_exec=spec.chunk_exec,
+            success_check=spec.success_check,
             distractors=spec.distractors, **self.config.suite_spec.perturbation(spec.distractors),
             decode_failures=outcome.get("decode_failures", 0),
             failure_reasons=outcome.get("failure_reasons", []), error=outcome.get("error"),
