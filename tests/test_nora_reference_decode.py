@@ -47,6 +47,16 @@ def fast():
     return fit_demo_fast(seed=0)
 
 
+@pytest.fixture(scope="module")
+def small_fast():
+    """A FAST+ BPE with fewer than 2048 tokens: some action ids then name no token (unknown ids)."""
+    from nora_bench.policies.fast import FastTokenizer
+    from nora_bench.policies.tiny_nora import smooth_chunks
+
+    chunks = smooth_chunks(800, 5, 0) + [c * 8.0 for c in smooth_chunks(50, 5, 2)]
+    return FastTokenizer.fit(chunks, scale=10, vocab_size=1200)
+
+
 def lead_byte_token(fast) -> int:
     """A BPE token that is a lone UTF-8 lead byte (the first half of a two-byte character)."""
     from tokenizers import decoders  # noqa: F401
@@ -58,20 +68,21 @@ def lead_byte_token(fast) -> int:
     raise AssertionError("no lone lead-byte token in the BPE")
 
 
-def cases(fast):
+def cases(fast, small_fast):
     chunk, ids = pick_chunk(fast, 5, seed=10)
     single = [i for i in ids if len(fast.bpe.decode([i])) == 1]
     k = ids.index(single[0])
     bad = ids[:k] + [lead_byte_token(fast)] + ids[k + 1:]
-    unknown = fast.bpe.get_vocab_size() + 3
-    assert unknown <= 2047, "the demo BPE must leave action ids without a token"
-    return {"bad_bytes": (bad, 64), "id_out_of_range": (ids[:2] + [unknown] + ids[2:], 64),
-            "wrong_length": (ids[:-1], 64), "truncated": (ids, len(ids) - 1)}
+    _, small_ids = pick_chunk(small_fast, 5, seed=10)
+    unknown = small_fast.bpe.get_vocab_size() + 3
+    assert unknown <= 2047, "the small BPE must leave action ids without a token"
+    return {"bad_bytes": (fast, bad, 64), "id_out_of_range": (small_fast, small_ids[:2] + [unknown] + small_ids[2:], 64),
+            "wrong_length": (fast, ids[:-1], 64), "truncated": (fast, ids, len(ids) - 1)}
 
 
 @pytest.mark.parametrize("kind", ["bad_bytes", "id_out_of_range", "wrong_length", "truncated"])
-def test_reference_fallback_executes_what_the_published_decode_gives(tmp_path, fast, kind):
-    emit, max_new = cases(fast)[kind]
+def test_reference_fallback_executes_what_the_published_decode_gives(tmp_path, fast, small_fast, kind):
+    fast, emit, max_new = cases(fast, small_fast)[kind]
     path = build_tiny_nora(tmp_path / kind, emit=emit, fast=fast, time_horizon=5, max_new_tokens=max_new)
     policy = make_policy(long_preset(path, decode_fallback="reference"))
     policy.start_episode(spec())
