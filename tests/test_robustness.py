@@ -99,3 +99,28 @@ def test_report_command_writes_tables_plots_and_page_with_broken_episodes_first(
             assert {a for a, w in imgs if w > 0} == {"robustness_heatmap", "robustness_drop"}
         finally:
             browser.close()
+
+
+def test_page_grids_link_videos_and_outline_broken_episodes(tmp_path):
+    base, dist, lan = _runs(tmp_path)
+    rob = robustness([base, dist, lan])
+    written = write_robustness(rob, tmp_path / "rob", plots=False)
+    with sync_playwright() as pw:
+        browser = launch_browser(pw)
+        try:
+            page = browser.new_page()
+            page.goto(written.page.resolve().as_uri())
+            grids = page.evaluate("""Array.from(document.querySelectorAll('table.grid')).map(t => ({
+                name: t.dataset.suite, cells: t.querySelectorAll('a.cell[data-key]').length,
+                marked: Array.from(t.querySelectorAll('a.cell.marked')).map(a => a.dataset.key),
+                hrefs: Array.from(t.querySelectorAll('a.cell[data-key]')).map(a => a.href)}))""")
+            assert [g["name"] for g in grids] == ["base: libero_spatial", "dist: libero_spatial_distractors",
+                                                  "lan: libero_spatial_lan"]
+            assert all(g["cells"] == 10 for g in grids)
+            assert grids[0]["marked"] == []
+            assert sorted(grids[1]["marked"]) == sorted(rob.broken[rob.broken["family"] == "distractors"]["key_pert"])
+            assert len(grids[2]["marked"]) == int((rob.broken["family"] == "lan").sum())
+            failed = [h for h in grids[1]["hrefs"] if h.endswith(".mp4")]
+            assert len(failed) == 10 and all("/dist/videos/" in h for h in failed)
+        finally:
+            browser.close()

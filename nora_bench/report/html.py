@@ -54,6 +54,7 @@ table.grid td{width:1.1rem;height:1.1rem;padding:0}
 table.grid a.cell{display:block;width:100%;height:100%;border-radius:2px;background:#ddd}
 table.grid a.cell.success{background:#2e8b57} table.grid a.cell.failure{background:#c0392b}
 table.grid a.cell.error{background:#7d3c98} table.grid a.cell:hover{outline:2px solid #222}
+table.grid a.cell.marked{outline:2px solid #f1c40f;outline-offset:-1px}
 .card.target{box-shadow:0 0 0 3px #1f6fd1}
 """
 
@@ -94,7 +95,7 @@ JS = """
   }
   for (const el of Object.values(f)) el.addEventListener('change', apply);
   // Success grid: a click shows the episode's card (clearing filters that hide it) and plays its video.
-  document.querySelectorAll('table.grid a.cell[data-key]').forEach(a => a.addEventListener('click', ev => {
+  document.querySelectorAll('table.grid a.cell[data-key][href="#"]').forEach(a => a.addEventListener('click', ev => {
     ev.preventDefault();
     const card = cards.find(c => c.dataset.key === a.dataset.key);
     if (!card) return;
@@ -186,13 +187,15 @@ def _options(values: list[tuple[str, str]], all_label: str) -> str:
         f'<option value="{_e(v)}">{_e(label)}</option>' for v, label in values)
 
 
-def success_grid(df: pd.DataFrame) -> str:
-    """Per suite, a task x init-state grid: one cell per episode, coloured by outcome; a click opens its card
-    and video. Shows at a glance which init states a policy fails."""
+def success_grid(df: pd.DataFrame, video_href=None, marked=None, by: str = "suite",
+                 intro: str = "Click a cell to open its episode and video.") -> str:
+    """Per suite (or per `by` value), a task x init-state grid: one cell per episode, coloured by outcome.
+    A click opens the episode's card and video (review page) or, given `video_href(record) -> href | None`,
+    the video itself. Cells whose record `marked(record)` is true get an outline. Shows at a glance which init states fail."""
     parts = ['<h2 id="grid">Success grid (task x init state)</h2>',
              '<p class="meta">One cell per episode: green success, red failure, purple error, grey not recorded. '
-             "Click a cell to open its episode and video.</p>"]
-    for suite, g in df.groupby("suite", sort=True):
+             f"{_e(intro)}</p>"]
+    for name, g in df.groupby(by, sort=True):
         states = sorted(int(x) for x in g["init_state"].unique())
         names = g.groupby("task_id")["task"].agg(lambda x: next((t for t in x if t), ""))
         cells = {(int(t), int(i)): r for t, i, r in zip(g["task_id"], g["init_state"], g.to_dict("records"))}
@@ -207,11 +210,14 @@ def success_grid(df: pd.DataFrame) -> str:
                     continue
                 outcome = _outcome(r["termination"])
                 tip = f"{r['key']}: {r['termination']}, init state {i}"
-                tds.append(f'<td><a class="cell {outcome}" href="#" data-key="{_e(r["key"])}" data-outcome="{outcome}" '
-                           f'title="{_e(tip)}" aria-label="{_e(tip)}"></a></td>')
+                href = video_href(r) if video_href else "#"
+                target = ' target="_blank"' if video_href and href else ""
+                mark = " marked" if marked and marked(r) else ""
+                tds.append(f'<td><a class="cell {outcome}{mark}" href="{_e(href or "#")}"{target} data-key="{_e(r["key"])}" '
+                           f'data-outcome="{outcome}" title="{_e(tip)}" aria-label="{_e(tip)}"></a></td>')
             rows.append(f'<tr><th title="{_e(names.get(task, ""))}">task {task}</th>{"".join(tds)}</tr>')
         k = int((g["termination"] == SUCCESS).sum())
-        parts.append(f'<h3>{_e(suite)}: {k}/{len(g)}</h3><div class="scroll"><table class="grid" data-suite="{_e(suite)}">'
+        parts.append(f'<h3>{_e(name)}: {k}/{len(g)}</h3><div class="scroll"><table class="grid" data-suite="{_e(name)}">'
                      f'<thead><tr><th>init state</th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
     return "\n".join(parts)
 

@@ -249,7 +249,7 @@ def robustness_page(rob: Robustness, page_path: Path, plots: dict[str, Path]) ->
     parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{_e(title)}</title>",
              f"<style>{CSS}.pair{{display:grid;grid-template-columns:1fr 1fr;gap:.4rem}} figure{{margin:0}}"
              f"figcaption{{font-size:.75rem;color:#555}}</style></head><body>", f"<h1>{_e(title)}</h1>",
-             '<nav><a href="#broken">Broken by a perturbation</a> · <a href="#tables">Tables</a> · '
+             '<nav><a href="#broken">Broken by a perturbation</a> · <a href="#grid">Grids</a> · <a href="#tables">Tables</a> · '
              '<a href="#plots">Plots</a></nav>']
     if rob.notes:
         parts.append('<ul class="notes">' + "".join(f"<li>{_e(n)}</li>" for n in rob.notes) + "</ul>")
@@ -269,6 +269,19 @@ def robustness_page(rob: Robustness, page_path: Path, plots: dict[str, Path]) ->
             f'<div>perturbed: <span class="instr">{_e(r["instruction_pert"])}</span></div>'
             f'<div>task {int(r["task_id"])}, trial {int(r["trial"])}; {_e(r["matched_by"])}</div></div>')
     parts.append("</div>")
+    from nora_bench.report.html import success_grid
+
+    def href(r: dict) -> str | None:
+        video = r.get("video")
+        if isinstance(video, str) and video and (Path(r["run_dir"]) / video).is_file():
+            return _rel(Path(r["run_dir"]) / video, page_dir)
+        return None
+
+    grid_df = rob.episodes.assign(grid=[f"{run}: {suite}" for run, suite in zip(rob.episodes["run"], rob.episodes["suite"])])
+    broken = set(zip(rob.broken["run_pert"], rob.broken["key_pert"]))
+    parts.append(success_grid(grid_df, video_href=href, marked=lambda r: (r["run_dir"], r["key"]) in broken, by="grid",
+                              intro="Each run's episodes; outlined in yellow: failed here, succeeded on the base. "
+                                    "Click a cell to open its video."))
     parts.append('<h2 id="tables">Success per family and level, drop from the base</h2>')
     parts.append('<p class="meta">drop = base rate - perturbed rate (on the pairs for McNemar). Tests: McNemar\'s '
                  "exact test on paired episodes (same benchmark, task and init state), else Fisher's exact test "
