@@ -117,22 +117,29 @@ class _RateColumn(ProgressColumn):
         return Text(f"{rate:.2f} ep/min  ETA {eta}", style="cyan")
 
 
-def print_tables(df) -> None:
-    from nora_bench.results import suite_table, task_table
+def print_tables(df, run_dir: Path | None = None) -> None:
+    """Success per task and per suite: rate, 95% Wilson interval and, for a run with a recorded random
+    order, the anytime-valid 95% interval (valid however early the run stopped; see docs/reports.md)."""
+    from nora_bench.results import add_anytime, anytime_intervals, suite_table, task_table
 
     def pct(x):
         return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
-    for title, table in (("Success per task", task_table(df)), ("Success per suite", suite_table(df))):
+    intervals = anytime_intervals(run_dir) if run_dir is not None else None
+    for title, table in (("Success per task", add_anytime(task_table(df), intervals, "task")),
+                         ("Success per suite", add_anytime(suite_table(df), intervals, "suite"))):
         t = Table(title=title)
-        cols = [c for c in table.columns if c not in ("success_rate", "ci95_low", "ci95_high")]
-        for c in cols + ["success", "95% CI"]:
+        hidden = ("success_rate", "ci95_low", "ci95_high", "cs95_low", "cs95_high", "cs95_episodes")
+        cols = [c for c in table.columns if c not in hidden]
+        anytime = "cs95_low" in table
+        for c in cols + ["success", "95% CI"] + (["anytime 95%"] if anytime else []):
             t.add_column(c, justify="right" if c not in ("suite", "task") else "left")
         for r in table.to_dict("records"):
             if len(str(r.get("task", ""))) > 40:  # full names are in the records and reports
                 r["task"] = str(r["task"])[:39] + "…"
+            extra = [f"[{pct(r['cs95_low'])}, {pct(r['cs95_high'])}]"] if anytime else []
             t.add_row(*[escape(str(r[c])) for c in cols], pct(r["success_rate"]),
-                      f"[{pct(r['ci95_low'])}, {pct(r['ci95_high'])}]")
+                      f"[{pct(r['ci95_low'])}, {pct(r['ci95_high'])}]", *extra)
         console.print(t)
 
 
@@ -143,7 +150,7 @@ def run(
     tasks: Optional[str] = typer.Option(None, help="Task ids, e.g. 0,1 or 0-4 (default: all of the suite)."),
     trials: Optional[str] = typer.Option(None, help="N trials (init states 0..N-1) or a list like 0,3,7 (default: the suite's)."),
     workers: Optional[int] = typer.Option(None, help="Env workers (default: as many as CPU cores and memory allow)."),
-    seed: int = typer.Option(7, help="Run seed; each episode's seed derives from it and the episode key."),
+    seed: Optional[int] = typer.Option(None, help="Run seed (default 7; with --versus, the baseline's); each episode's seed and the episode order derive from it."),
     chunk_exec: Optional[str] = typer.Option(None, help="Chunk execution: all, first, first:K, ensemble[:M] (default: the preset's)."),
     max_steps: Optional[int] = typer.Option(None, help="Step limit (default: the suite's)."),
     step_unit: Optional[str] = typer.Option(None, help="What the step limit counts: env_steps or queries."),
@@ -158,6 +165,9 @@ def run(
     robot_port: Optional[int] = typer.Option(None, help="Real-robot suites: port of the WidowX server (default: the suite's, 5556)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: results/<suite>-<policy>-<time>). An existing run folder with the same settings is resumed."),
     resume: Optional[Path] = typer.Option(None, help="Resume this run folder: run exactly the episodes it is missing."),
+    until: Optional[str] = typer.Option(None, help="Stop scheduling episodes early: 'halfwidth<=0.03' (the suite's anytime-valid 95% interval is that narrow), 'halfwidth<=0.1 per task', or 'decided' (with --versus)."),
+    versus: Optional[Path] = typer.Option(None, help="A baseline run folder: run the same episodes (tasks, init states, scene seeds) in its order, paired with it; with --until decided, stop when a sequential paired test decides."),
+    alpha: float = typer.Option(0.05, help="Error level of --until (1 - coverage of the interval; type-I error of the paired test)."),
     retry_errors: bool = typer.Option(False, "--retry-errors", help="On resume, also run again the episodes recorded as `error` (env or worker failures; their old records stay in the file)."),
     ray_address: Optional[str] = typer.Option(None, help="Join an existing Ray cluster (auto or HOST:PORT) instead of starting one."),
     max_attempts: int = typer.Option(3, help="Attempts per episode when a worker dies or the env raises."),
@@ -181,8 +191,15 @@ def run(
     try:
         if policy_replicas < 1 or max_batch < 1 or max_wait_ms < 0 or policy_gpus < 0:
             raise UserError("--policy-replicas and --max-batch must be >= 1, --max-wait-ms and --policy-gpus >= 0")
-        config = resolve_config(suite, policy, tasks, trials, seed, chunk_exec, max_steps, step_unit, distractors,
-                                video, video_wrist, video_frames, scene=scene, scene_seed=scene_seed, success_check=success_check)
+        from nora_bench.run.stopping import StopRule
+
+        rule = StopRule.parse(until, alpha, str(versus) if versus else None)
+        if versus is not None:
+            tasks, trials, seed = versus_settings(versus, suite, tasks, trials, seed)
+            scene, scene_seed = versus_scene(versus, scene, scene_seed)
+        config = resolve_config(suite, policy, tasks, trials, 7 if seed is None else seed, chunk_exec, max_steps,
+                                step_unit, distractors, video, video_wrist, video_frames, scene=scene,
+                                scene_seed=scene_seed, success_check=success_check)
         # Model overrides go into the policy preset (recorded in config.yaml); then fail fast on missing files.
         from nora_bench.policies import check_preset, override_preset
 
@@ -202,6 +219,9 @@ def run(
 
         check_run(config)  # benchmark, init states, distractors: before the first episode, not per episode
         rd = RunDir(out)
+        if rule is None and rd.exists() and rd.read_json(RunDir.STOPPING):
+            rule = StopRule.from_dict(rd.read_json(RunDir.STOPPING)["rule"])  # a resumed run keeps its rule
+            console.print(f"resuming with the run's recorded stopping rule: --until {rule.text!r} (alpha {rule.alpha})")
         total = len(config.tasks) * len(config.trials)
         already = len(rd.done_keys(retry_errors) & {spec.key for spec in expand(config)}) if rd.exists() else 0
         console.print(f"[bold]{escape(config.suite['name'])}[/] x [bold]{escape(config.policy['name'])}[/]: "
@@ -214,7 +234,7 @@ def run(
                               max_batch_size=max_batch, max_wait_ms=max_wait_ms, render_threads=render_threads,
                               retry_errors=retry_errors)
         options.uses_policy_actor(config.policy)  # validates --policy-mode before anything starts
-        scheduler = Scheduler(config, rd, options)
+        scheduler = Scheduler(config, rd, options, rule)
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
                       TextColumn("{task.completed}/{task.total} episodes"),
                       TextColumn("[green]{task.fields[successes]} successes"), _RateColumn(), TimeElapsedColumn(),
@@ -232,7 +252,9 @@ def run(
             console.print(f"policy replica {i}: {st['requests']} requests in {st['batches']} batches "
                           f"(mean {st['mean_batch']:.2f}, max {st['max_batch']}), busy {st['busy_s']:.1f} s")
         df = load(out)
-        print_tables(df)
+        print_tables(df, out)
+        if scheduler.stopper is not None:
+            print_stop(scheduler.stopper.report())
         errored = int(df["success"].isna().sum()) if not df.empty else 0
         if errored:
             console.print(f"[yellow]{errored} episode(s) errored: see the `error` column of {escape(str(out / 'episodes.jsonl'))}; "
@@ -243,6 +265,62 @@ def run(
     except KeyboardInterrupt as e:
         fail(f"stopped ({e or 'interrupted'}): every finished episode is saved in {out}; "
              "run the same command again to resume at the next episode")
+
+
+def versus_settings(versus: Path, suite: str, tasks, trials, seed):
+    """--versus: the episodes (tasks, init states, seed) are the baseline's; a different choice is refused."""
+    from nora_bench.run.rundir import RunDir
+
+    base = RunDir(versus)
+    if not base.exists():
+        raise UserError(f"--versus {versus}: no nora-bench run there (no {RunDir.CONFIG}); pass a run folder")
+    bc = base.read_config()
+    name = load_suite(suite).name
+    if bc["suite"]["name"] != name:
+        raise UserError(f"--versus {versus} ran suite {bc['suite']['name']}, not {name}: paired runs need the same "
+                        f"scenes, so run {bc['suite']['name']}")
+    spec = load_suite(suite)
+    given = {"tasks": parse_index_list(tasks, spec.num_tasks, "task", f"{spec.name} has tasks 0-{spec.num_tasks - 1}"),
+             "trials": (list(range(int(trials))) if trials is not None and str(trials).isdigit()
+                        else parse_index_list(trials, spec.max_trials, "trial", f"{spec.name} has {spec.max_trials} init states")),
+             "seed": seed}
+    for what, value in given.items():
+        if value is not None and value != bc[what]:
+            raise UserError(f"--{what} differs from the baseline's ({bc[what]}): --versus runs the baseline's "
+                            f"episodes with its scene seeds; leave out --{what}")
+    theirs = {"tasks": ",".join(map(str, bc["tasks"])), "trials": ",".join(map(str, bc["trials"]))}
+    return theirs["tasks"], theirs["trials"], bc["seed"]
+
+
+def versus_scene(versus: Path, scene: str, scene_seed: int) -> tuple[str, int]:
+    """--versus: the baseline's scenes. Options left at their defaults take the baseline's values;
+    a different explicit choice is refused (the runs would not be paired)."""
+    from nora_bench.run.rundir import RunDir
+
+    bc = RunDir(versus).read_config()
+    theirs = (bc.get("scene", "reference"), bc.get("scene_seed", 0))
+    mine = (scene, scene_seed)
+    if mine == theirs or mine == ("reference", 0):
+        return theirs
+    raise UserError(f"--scene {scene} --scene-seed {scene_seed} differ from the baseline's ({theirs[0]}, {theirs[1]}): "
+                    "paired runs need the same scenes; leave them out")
+
+
+def print_stop(report: dict) -> None:
+    """What the stopping rule did: when and why it stopped, and the interval or test at the stop."""
+    rule = report["rule"]
+    what = {"stopped": "[bold green]stopped early[/]", "exhausted": "ran every episode",
+            "running": "[yellow]not finished[/]"}[report["status"]]
+    console.print(f"--until {rule['text']!r} (alpha {rule['alpha']}): {what}: {report['reason'] or 'episodes still to run'}; "
+                  f"{report['episodes_used']} of {report['episodes_in_order']} episodes used", soft_wrap=True)
+    if "interval" in report:
+        i = report["interval"]
+        console.print(f"suite rate: anytime-valid 95% interval [{100 * i['low']:.1f}%, {100 * i['high']:.1f}%] "
+                      f"(half-width {100 * i['halfwidth']:.1f} points) after {i['rounds']} rounds")
+    if "test" in report:
+        t = report["test"]
+        console.print(f"paired: {t['only_this']} pairs only this run succeeded, {t['only_baseline']} only the baseline, "
+                      f"e-value {t['e_value']:.2f}, anytime-valid p {t['anytime_p']:.4f}: {t['decision']}")
 
 
 def apply_robot_options(config: RunConfig, robot_host: str | None, robot_port: int | None) -> bool:
@@ -276,7 +354,7 @@ def table(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
         fail(str(e))
     if df.empty:
         fail(f"{run_dir} holds no finished episode yet")
-    print_tables(df)
+    print_tables(df, run_dir)
 
 
 app.command("widowx-sim-server")(widowx_sim_server_command)

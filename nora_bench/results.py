@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -63,6 +64,63 @@ def success_table(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
         rows.append({**dict(zip(by, keys)), "episodes": len(g), "successes": k, "errored": len(g) - n,
                      "success_rate": k / n if n else math.nan, "ci95_low": lo, "ci95_high": hi})
     return pd.DataFrame(rows)
+
+
+def anytime_intervals(run_dir: str | Path, alpha: float = 0.05) -> dict | None:
+    """Anytime-valid 95% intervals (nora_bench.sequential) of a run's rates per task and per suite,
+    from its outcomes in its recorded order (the longest scored prefix: per task, or complete rounds
+    for a suite). None for a run without a recorded random order (its prefixes are no fair sample).
+
+    {"task": {(suite, task_id): Interval}, "suite": {suite: Interval}}"""
+    from nora_bench.sequential import suite_cs, task_cs
+
+    rd = RunDir(run_dir)
+    order = rd.read_json(RunDir.ORDER)
+    if not order:
+        return None
+    outcome = {r["key"]: r.get("success") for r in rd.latest()}
+    keys = order["keys"]
+    task_of = {k: (k.split("/")[0], int(re.search(r"/task(\d+)/", k).group(1))) for k in keys}
+    out: dict = {"task": {}, "suite": {}}
+    by_task: dict = {}
+    for k in keys:
+        by_task.setdefault(task_of[k], []).append(k)
+    for t, ks in by_task.items():
+        prefix = []
+        for k in ks:
+            if outcome.get(k) is None:
+                break
+            prefix.append(bool(outcome[k]))
+        out["task"][t] = task_cs(prefix, len(ks), alpha)
+    for suite in dict.fromkeys(s for s, _ in by_task):
+        ks = [k for k in keys if task_of[k][0] == suite]
+        strata = len({task_of[k] for k in ks})
+        sizes = {len(v) for (s, _), v in by_task.items() if s == suite}
+        if len(sizes) != 1:
+            continue
+        rounds = []
+        for r in range(len(ks) // strata):
+            values = [outcome.get(k) for k in ks[r * strata:(r + 1) * strata]]
+            if any(v is None for v in values):
+                break
+            rounds.append(sum(bool(v) for v in values))
+        out["suite"][suite] = suite_cs(rounds, sizes.pop(), strata, alpha)
+    return out
+
+
+def add_anytime(table: pd.DataFrame, intervals: dict | None, level: str) -> pd.DataFrame:
+    """Put the anytime-valid interval (columns cs95_low, cs95_high, cs95_episodes) beside Wilson's."""
+    if intervals is None or table.empty:
+        return table
+    found = intervals[level]
+    keys = [(s, t) for s, t in zip(table["suite"], table["task_id"])] if level == "task" else list(table["suite"])
+    got = [found.get(k) for k in keys]
+    pos = list(table.columns).index("ci95_high") + 1
+    table = table.copy()
+    table.insert(pos, "cs95_low", [g.low if g else math.nan for g in got])
+    table.insert(pos + 1, "cs95_high", [g.high if g else math.nan for g in got])
+    table.insert(pos + 2, "cs95_episodes", [g.n if g else 0 for g in got])
+    return table
 
 
 def task_table(df: pd.DataFrame) -> pd.DataFrame:

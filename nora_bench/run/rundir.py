@@ -75,6 +75,8 @@ class RunDir:
     ENVIRONMENT = "environment.json"
     EPISODES = "episodes.jsonl"
     VIDEOS = "videos"
+    ORDER = "order.json"  # the episode order fixed before the run (kept on resume)
+    STOPPING = "stopping.json"  # the stopping rule (--until), and when and why the run stopped
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -151,6 +153,16 @@ class RunDir:
             raise UserError(f"cannot write the run folder {self.path}: {e.strerror or e} ({e.filename or self.path}); "
                             "choose a writable --out folder") from None
         return False
+
+    def read_json(self, name: str) -> dict | None:
+        p = self.path / name
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def write_json(self, name: str, data: dict) -> None:
+        """Written whole and renamed into place: a crash leaves the old file or the new one."""
+        tmp = self.path / (name + ".part")
+        tmp.write_text(json.dumps(data, indent=1, default=_json_default))
+        os.replace(tmp, self.path / name)
 
     def records(self) -> list[dict]:
         """Every record of this run, in file order. Lines that are not one (torn by a crash, not JSON,

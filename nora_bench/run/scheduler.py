@@ -93,12 +93,61 @@ def expand(config: RunConfig) -> list[EpisodeSpec]:
     return specs
 
 
+ORDER_RULE = "stratified by task: round r runs the r-th init state of each task's seeded random permutation"
+
+
+def plan_order(specs: list[EpisodeSpec], seed: int) -> list[str]:
+    """The episode keys in a seeded random order stratified by task (every task advances at the same
+    pace), so that any prefix of a run is a fair sample of it (nora_bench.sequential)."""
+    from nora_bench.sequential import stratified_order
+
+    by_task: dict = {}
+    for spec in specs:
+        by_task.setdefault((spec.suite, spec.task_id), []).append(spec.key)
+    return stratified_order(by_task, seed)
+
+
+def ordered(specs: list[EpisodeSpec], run_dir: RunDir, seed: int, resumed: bool,
+            baseline_order: list[str] | None = None) -> list[EpisodeSpec]:
+    """The run's specs in its recorded order. A new run (or one with nothing recorded yet) fixes its
+    order now and records it; a run recorded before orders existed keeps task-then-trial order.
+    `baseline_order`: the order of a paired baseline run (--versus), taken as is."""
+    by_key = {s.key: s for s in specs}
+    recorded = run_dir.read_json(RunDir.ORDER)
+    if recorded is not None:
+        keys = recorded["keys"]
+    elif resumed and run_dir.records():
+        return specs
+    else:
+        keys = baseline_order if baseline_order is not None else plan_order(specs, seed)
+        run_dir.write_json(RunDir.ORDER, {"rule": ORDER_RULE if baseline_order is None else "the baseline's order",
+                                          "seed": seed, "keys": keys})
+    missing = set(by_key) - set(keys)
+    if missing and baseline_order is None:
+        raise UserError(f"{run_dir.path}/{RunDir.ORDER} lacks {len(missing)} of the run's episodes: "
+                        "the folder was changed by hand; use a new --out folder")
+    return [by_key[k] for k in keys if k in by_key]
+
+
 def _env_options(suite, task: int) -> tuple:
     """The suite's env options, plus its task_list entry for the task (if it has a task list)."""
     options = dict(suite.env_options)
     if suite.task_list:
         options["task"] = suite.task_list[task]
     return tuple(sorted(options.items()))
+
+
+def _baseline(rule) -> tuple[list[str], dict]:
+    """A --versus baseline: its episode order and each scored episode's outcome (key -> bool/None)."""
+    base = RunDir(rule.versus)
+    if not base.exists():
+        raise UserError(f"--versus {rule.versus}: no nora-bench run there (no {RunDir.CONFIG})")
+    outcomes = {r["key"]: r.get("success") for r in base.latest()}
+    if not outcomes:
+        raise UserError(f"--versus {rule.versus} holds no finished episode: run the baseline first")
+    recorded = base.read_json(RunDir.ORDER)
+    keys = recorded["keys"] if recorded else sorted(outcomes)  # runs before orders: task-then-trial order
+    return [k for k in keys if k in outcomes], outcomes
 
 
 def _operator_driven(config: RunConfig) -> bool:
@@ -188,16 +237,30 @@ class _Pending:
 
 
 class Scheduler:
-    def __init__(self, config: RunConfig, run_dir: RunDir, options: ExecOptions):
+    def __init__(self, config: RunConfig, run_dir: RunDir, options: ExecOptions, rule=None):
         self.config, self.run_dir, self.options = config, run_dir, options
+        self.rule = rule  # a stopping.StopRule (--until / --versus) or None: run every episode
+        self.stopper = None
+        self.finished = 0  # episodes this call ran to a record
         self.versions = package_versions()
         self.policy_stats: list[dict] = []
 
     def run(self, on_result=None) -> int:
-        """Run the episodes missing from the run folder. Returns how many were run."""
+        """Run the episodes missing from the run folder (until the stopping rule, if any, says stop).
+        Returns how many were run."""
         resumed = self.run_dir.open(self.config, self.versions)
+        baseline = _baseline(self.rule) if self.rule and self.rule.versus else None
+        specs = expand(self.config)
+        if baseline is not None:
+            specs = [s for s in specs if s.key in baseline[1]]
+        specs = ordered(specs, self.run_dir, self.config.seed, resumed, baseline[0] if baseline else None)
+        latest = {r["key"]: r for r in self.run_dir.latest()} if resumed else {}
         done = self.run_dir.done_keys(self.options.retry_errors) if resumed else set()
-        todo = [_Pending(s) for s in expand(self.config) if s.key not in done]
+        if self.rule is not None:
+            self._start_stopper(specs, latest, done, baseline[1] if baseline else None)
+            if self.stopper.status != "running":
+                return 0
+        todo = [_Pending(s) for s in specs if s.key not in done and not self._skip(s)]
         if not todo:
             return 0
         # A policy that never gets to act is a setup error (reported, not recorded as 0%), unless
@@ -207,7 +270,7 @@ class Scheduler:
         if self.options.in_process or _operator_driven(self.config):
             self._drive_in_process(todo, on_result)
             self._gate.finish()
-            return len(todo)
+            return self.finished
         n_workers = self.options.workers or default_workers(len(todo))
         n_workers = max(1, min(n_workers, len(todo)))
         started = init_ray(self.options.ray_address, n_workers, self.options.verbose)
@@ -217,9 +280,26 @@ class Scheduler:
             if started:
                 ray.shutdown()
         self._gate.finish()
-        return len(todo)
+        return self.finished
 
     # -- internals ----------------------------------------------------------------------------
+    def _start_stopper(self, specs: list[EpisodeSpec], latest: dict, done: set, baseline: dict | None) -> None:
+        """The stopping rule, fed the outcomes already recorded (a resumed run), in the run's order."""
+        from nora_bench.run.stopping import StopRule, Stopper
+
+        recorded = self.run_dir.read_json(RunDir.STOPPING)
+        if recorded and not StopRule.from_dict(recorded["rule"]).same_as(self.rule):
+            raise UserError(f"{self.run_dir.path} was run with --until {recorded['rule']['text']!r} "
+                            f"(alpha {recorded['rule']['alpha']}): resume it with the same rule, or use a new --out folder")
+        self.stopper = Stopper(self.rule, [s.key for s in specs], {s.key: s.task_id for s in specs}, baseline)
+        for spec in specs:
+            if spec.key in done and spec.key in latest:
+                self.stopper.observe(spec.key, latest[spec.key].get("success"))
+        self.run_dir.write_json(RunDir.STOPPING, self.stopper.report())
+
+    def _skip(self, spec: EpisodeSpec) -> bool:
+        return self.stopper is not None and self.stopper.skip(spec.key)
+
     def _policy_actors(self) -> list:
         """Batching policy replicas, restarted by Ray if their process dies."""
         o = self.options
@@ -266,18 +346,25 @@ class Scheduler:
         def task_of(spec: EpisodeSpec) -> tuple:
             return (spec.suite, spec.task_id)
 
+        # Under a stopping rule, stay close to the run's order (episodes far ahead of it are wasted
+        # when the rule stops): look only a few episodes ahead for one whose env is built.
+        window = n_workers if self.stopper is not None else None
+
         def pick(i: int) -> _Pending:
             # Prefer the task whose env this worker already built (no rebuild), then a task no
             # other worker is on, then the first pending episode.
             mine = worker_task[i]
             busy = {task_of(p.spec) for _, p in inflight.values()}
             for rule in (lambda p: task_of(p.spec) == mine, lambda p: task_of(p.spec) not in busy, lambda p: True):
-                for j, p in enumerate(queue):
+                for j, p in enumerate(queue[:window]):
                     if rule(p):
                         return queue.pop(j)
             raise AssertionError("pick() called on an empty queue")
 
         def submit(i: int) -> None:
+            queue[:] = [p for p in queue if not self._skip(p.spec)]
+            if not queue:
+                return
             p = pick(i)
             p.attempts += 1
             worker_task[i] = task_of(p.spec)
@@ -320,6 +407,8 @@ class Scheduler:
         worker = EnvWorker(self.config.policy, "driver", render_threads=self.options.render_threads)
         try:
             for p in todo:
+                if self._skip(p.spec):
+                    continue
                 while True:
                     p.attempts += 1
                     outcome, video = worker.run(p.spec)
@@ -340,6 +429,9 @@ class Scheduler:
         for p, outcome, video in self._gate.admit(outcome, (p, outcome, video)):
             record = self._record(p, outcome, video)
             self.run_dir.append(record.to_dict())
+            self.finished += 1
+            if self.stopper is not None and self.stopper.observe(record.key, record.success):
+                self.run_dir.write_json(RunDir.STOPPING, self.stopper.report())
             if on_result:
                 on_result(record)
 
