@@ -23,19 +23,30 @@ MAX_OPEN_EPISODES = 64
 class ScriptedPolicy:
     """The privileged-state expert; one `Planner` per episode, keyed by the episode key."""
 
-    def __init__(self, cameras: list[str] | tuple[str, ...] = (), state: bool = True, max_grasp_attempts: int = 3):
+    def __init__(self, cameras: list[str] | tuple[str, ...] = (), state: bool = True, max_grasp_attempts: int = 3,
+                 action_noise: float = 0.0):
         if not state:
             from nora_bench import UserError
 
             raise UserError("the scripted policy needs privileged state: set `state: true` in its preset")
         self.requirements = Requirements(cameras=tuple(cameras), state=True)
         self.max_grasp_attempts = max_grasp_attempts
+        # A handicapped variant for comparisons (scripted-noisy): Gaussian noise of this standard
+        # deviation on the six arm dimensions of every action, seeded per episode. 0: the expert.
+        if action_noise < 0:
+            from nora_bench import UserError
+
+            raise UserError(f"action_noise must be >= 0 (got {action_noise})")
+        self.action_noise = float(action_noise)
+        self._noise: dict[str, np.random.Generator] = {}
         self._planners: dict[str, Planner] = {}
 
     def start_episode(self, spec) -> None:
         self._planners.pop(spec.key, None)
         self._planners[spec.key] = Planner(seed=spec.seed, max_grasp_attempts=self.max_grasp_attempts)
+        self._noise[spec.key] = np.random.default_rng([spec.seed, 0xA11CE])
         while len(self._planners) > MAX_OPEN_EPISODES:  # finished episodes' planners, oldest first
+            self._noise.pop(next(iter(self._planners)), None)
             self._planners.pop(next(iter(self._planners)))
 
     def act(self, observations) -> list[ActionChunk]:
@@ -49,6 +60,10 @@ class ScriptedPolicy:
             if planner is None:  # an episode started without start_episode: plan with a fixed seed
                 planner = self._planners[obs.episode] = Planner(seed=0, max_grasp_attempts=self.max_grasp_attempts)
             action, stop = planner.step(obs.state)
+            if self.action_noise and stop is None:
+                rng = self._noise.setdefault(obs.episode, np.random.default_rng(0))
+                action = np.array(action, dtype=float)
+                action[:6] = np.clip(action[:6] + rng.normal(0.0, self.action_noise, 6), -1.0, 1.0)
             out.append(ActionChunk(action[None, :], stop=stop))
         return out
 

@@ -105,9 +105,11 @@ def compare(
     runs: List[Path] = typer.Argument(..., help="Two or more run folders; the first is the baseline."),
     out: Optional[Path] = typer.Option(None, help="Folder for CSV/Markdown/plots (default: compare-A-vs-B beside the first run)."),
     plots: bool = typer.Option(True, "--plots/--no-plots", help="Write PNG plots."),
+    html: bool = typer.Option(True, "--html/--no-html", help="Write the HTML comparison page (paired episodes side by side)."),
 ) -> None:
     """Runs side by side per task: rates, differences against the first run, Fisher exact p-values
-    (Holm-adjusted over tasks), a paired McNemar test overall, and protocol warnings."""
+    (Holm-adjusted over tasks), paired statistics per task, suite and overall (McNemar exact and the
+    anytime-valid sequential sign test, and which applies), and warnings when runs are not paired."""
     from nora_bench.report.compare import compare_runs
     from nora_bench.report.writer import write_comparison
 
@@ -115,18 +117,22 @@ def compare(
         comparison = compare_runs(runs)
         if out is None:
             out = runs[0].resolve().parent / ("compare-" + "-vs-".join(comparison.labels))
-        written = write_comparison(comparison, out, plots=plots)
+        written = write_comparison(comparison, out, plots=plots, html=html)
     except UserError as e:
         _fail(str(e))
     except OSError as e:
         _fail(_unwritable(e, out))
     print_frame("Per task (diff and p against the first run)", comparison.per_task)
     print_frame("Overall (tasks all runs have)", comparison.overall)
+    if not comparison.paired.empty:
+        print_frame("Paired against the first run (same episodes): per task, suite and all", comparison.paired)
     for w in comparison.warnings:
         console.print(f"[bold yellow]warning:[/] {escape(w)}", highlight=False)
     console.print(f"written: {written.folder} (CSV, {written.markdown.name}"
                   + (", " + ", ".join(p.name for p in written.plots.values()) if written.plots else "") + ")",
                   highlight=False, markup=False)
+    if written.page:
+        console.print(f"comparison page: {written.page.resolve().as_uri()}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -17,6 +17,10 @@ from nora_bench.run.rundir import SIMULATOR_PACKAGES, RunDir
 
 # Settings that change what a success rate means; a difference is warned about.
 PROTOCOL_SETTINGS = ("max_steps", "step_unit", "num_steps_wait", "chunk_exec", "distractors")
+# Settings that decide the scene of an episode: paired episodes must share them.
+SCENE_SETTINGS = ("scene", "scene_seed")
+SIGN_TEST = "sign-test e-process on discordant pairs (anytime-valid)"
+MCNEMAR = "McNemar exact (fixed number of episodes)"
 SUITE_SETTINGS = ("benchmark", "camera_size")
 # Packages whose version can move success rates (simulator first, then the model stack).
 COMPARED_PACKAGES = (*SIMULATOR_PACKAGES, "numpy", "torch", "transformers", "tokenizers")
@@ -51,13 +55,16 @@ class Comparison:
     overall: pd.DataFrame  # one row per run: pooled over the tasks all runs have
     long: pd.DataFrame  # one row per (run, suite, task): counts, rate and Wilson interval (for plots)
     warnings: list[str] = field(default_factory=list)
+    # one row per (run, level, suite, task) against the baseline: paired counts and both tests
+    paired: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def labels(self) -> list[str]:
         return [r.label for r in self.runs]
 
     def frames(self) -> dict[str, pd.DataFrame]:
-        return {"compare_per_task": self.per_task, "compare_overall": self.overall, "compare_long": self.long}
+        return {"compare_per_task": self.per_task, "compare_overall": self.overall, "compare_paired": self.paired,
+                "compare_long": self.long}
 
 
 def _labels(paths: list[Path]) -> list[str]:
@@ -75,7 +82,7 @@ def read_run(path: str | Path, label: str) -> RunInfo:
     config = rd.read_config() or {}
     suite = config.get("suite") or {}
     if suite.get("benchmark"):
-        df = df.assign(run_suite=df["suite"])
+        df = df.assign(run_suite=df["suite"], run_key=df["key"])
         df["suite"] = df["suite"].where(df["suite"] != suite.get("name"), suite["benchmark"])
         df["key"] = [f"{s}/task{int(t):03d}/init{int(i):02d}" for s, t, i in zip(df["suite"], df["task_id"], df["init_state"])]
     versions = rd.read_environment().get("versions") or (df["versions"].iloc[0] if "versions" in df else {})
@@ -170,7 +177,85 @@ def compare_runs(paths: list[str | Path]) -> Comparison:
             row.update(_paired(runs[0].episodes, r.episodes))
         rows.append(row)
     overall = pd.DataFrame(rows)
-    return Comparison(runs, wide, overall, long, warnings)
+    paired_rows = []
+    for r in runs[1:]:
+        problems = pairing_problems(runs[0], r)
+        warnings += problems
+        paired_rows += paired_table(runs[0], r, paired=not problems)
+    return Comparison(runs, wide, overall, long, warnings, pd.DataFrame(paired_rows))
+
+
+def pairing_problems(base: RunInfo, run: RunInfo) -> list[str]:
+    """Why two runs' episodes are not paired (same scene, same init state, same recipe), if they are not."""
+    out = []
+    for name in SCENE_SETTINGS:
+        a, b = base.config.get(name), run.config.get(name)
+        if a != b:
+            out.append(f"not paired: {run.label} and {base.label} differ in {name} ({b} vs {a}): different scenes")
+    seeds = base.episodes.set_index("key")["seed"]
+    other = run.episodes.set_index("key")["seed"]
+    common = seeds.index.intersection(other.index)
+    differ = int((seeds[common] != other[common]).sum())
+    if differ:
+        out.append(f"not paired: {differ} of {len(common)} common episodes of {run.label} have other scene seeds than "
+                   f"{base.label}'s (run them with --versus {base.path} to pair them)")
+    recipe = [n for n in PROTOCOL_SETTINGS if str(base.setting(n)) != str(run.setting(n))]
+    if recipe:
+        out.append(f"{run.label} and {base.label} ran different recipes ({', '.join(recipe)}): the paired test compares "
+                   "policy and recipe together")
+    if not len(common):
+        out.append(f"not paired: {run.label} and {base.label} share no episode")
+    return [p for p in out if p.startswith("not paired")] + [p for p in out if not p.startswith("not paired")]
+
+
+def _order(run: RunInfo, base: RunInfo) -> list[str]:
+    """The order pairs are tested in: the run's recorded order (a --versus run has the baseline's),
+    else the baseline's, else task then trial (keys as `read_run` names them)."""
+    for info in (run, base):
+        recorded = RunDir(info.path).read_json(RunDir.ORDER)
+        if recorded:
+            eps = info.episodes
+            names = dict(zip(eps["run_key"], eps["key"])) if "run_key" in eps else {}
+            return [names.get(k, k) for k in recorded["keys"]]
+    return sorted(run.episodes["key"])
+
+
+def paired_table(base: RunInfo, run: RunInfo, paired: bool = True) -> list[dict]:
+    """Paired statistics of `run` against `base` per task, per suite and over all: pairs both scored,
+    discordant counts, McNemar's exact p (valid for a fixed number of episodes) and the sequential sign
+    test's anytime-valid p and decision (valid however the runs were stopped), with which test applies."""
+    from nora_bench.sequential import DEFAULT_ALPHA, sign_test
+
+    sa = base.episodes[base.episodes["success"].notna()].set_index("key")
+    sb = run.episodes[run.episodes["success"].notna()].set_index("key")
+    order = [k for k in _order(run, base) if k in sa.index and k in sb.index]
+    order += sorted(set(sa.index.intersection(sb.index)) - set(order))
+    stopped = any((RunDir(i.path).read_json(RunDir.STOPPING) or {}).get("status") == "stopped" for i in (base, run))
+    rows = []
+
+    def row(level: str, suite: str, task, keys: list[str]) -> dict:
+        a = sa.loc[keys, "success"].astype(bool).to_numpy() if keys else []
+        b = sb.loc[keys, "success"].astype(bool).to_numpy() if keys else []
+        signs = [int(y) - int(x) for x, y in zip(a, b)]
+        only_b, only_a = signs.count(1), signs.count(-1)
+        seq = sign_test(signs, DEFAULT_ALPHA)
+        n = len(keys)
+        return {"run": run.label, "baseline": base.label, "level": level, "suite": suite, "task_id": task,
+                "pairs": n, "both": int(sum(x and y for x, y in zip(a, b))), "only_baseline": only_a, "only_this": only_b,
+                "diff": (only_b - only_a) / n if n else math.nan,
+                "p_mcnemar": mcnemar_p(only_a, only_b) if n else math.nan,
+                "e_value": seq.e_value, "p_anytime": seq.p_value,
+                "decision": {1: "this better", -1: "baseline better", 0: "undecided"}[seq.decision] if paired else "not paired",
+                "test": SIGN_TEST if stopped else f"{MCNEMAR}; {SIGN_TEST}"}
+
+    suite_of = {k: s for k, s in zip(sa.index, sa["suite"])}
+    task_of = {k: int(t) for k, t in zip(sa.index, sa["task_id"])}
+    for (suite, task) in sorted({(suite_of[k], task_of[k]) for k in order}):
+        rows.append(row("task", suite, task, [k for k in order if suite_of[k] == suite and task_of[k] == task]))
+    for suite in sorted({suite_of[k] for k in order}):
+        rows.append(row("suite", suite, None, [k for k in order if suite_of[k] == suite]))
+    rows.append(row("all", "all", None, order))
+    return rows
 
 
 def _paired(a: pd.DataFrame, b: pd.DataFrame) -> dict:

@@ -192,6 +192,11 @@ def run_tables(run_dir: str | Path) -> RunTables:
     names = task_names(df)
     per_task.insert(2, "task", [names.get((s, t), "") for s, t in zip(per_task["suite"], per_task["task_id"])])
     per_suite = rates_with_lengths(df, ["suite", *varying])
+    if not varying:  # the anytime-valid interval beside Wilson's (runs with a recorded random order)
+        from nora_bench.results import add_anytime, anytime_intervals
+
+        intervals = anytime_intervals(run_dir)
+        per_task, per_suite = add_anytime(per_task, intervals, "task"), add_anytime(per_suite, intervals, "suite")
     overall = rates_with_lengths(df, [])
     if varying:
         overall = pd.concat([overall, rates_with_lengths(df, varying).assign(scope="all")], ignore_index=True)
@@ -252,6 +257,11 @@ def display_frame(table: pd.DataFrame, spaced: bool = False) -> pd.DataFrame:
         out = out.drop(columns=list(RATE_COLUMNS))
         out.insert(pos, "success", [pct(x) for x in table["success_rate"]])
         out.insert(pos + 1, "95% CI", ci)
+    if "cs95_low" in out:  # the anytime-valid interval (nora_bench.sequential), beside Wilson's
+        pos = list(out.columns).index("cs95_low")
+        cs = [f"[{pct(lo)}, {pct(hi)}]" for lo, hi in zip(table["cs95_low"], table["cs95_high"])]
+        out = out.drop(columns=["cs95_low", "cs95_high"])
+        out.insert(pos, "anytime 95%", cs)
     for c in out.columns:
         if out[c].dtype.kind == "f":
             out[c] = [("-" if math.isnan(v) else f"{v:.4g}") if isinstance(v, float) else v for v in out[c]]

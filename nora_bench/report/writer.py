@@ -78,7 +78,7 @@ def write_run_report(tables: RunTables, out: str | Path | None = None, plots: bo
     return written
 
 
-def write_comparison(comparison: Comparison, out: str | Path, plots: bool = True) -> Written:
+def write_comparison(comparison: Comparison, out: str | Path, plots: bool = True, html: bool = True) -> Written:
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     written = Written(folder)
@@ -89,8 +89,14 @@ def write_comparison(comparison: Comparison, out: str | Path, plots: bool = True
         md += [f"- {k}: `{v}`" for k, v in run_summary(r.config, RunDir(r.path).read_environment())] + [""]
     md += [f"- WARNING: {w}" for w in comparison.warnings] + ([""] if comparison.warnings else [])
     md += ["## Overall", "", to_markdown(comparison.overall), "", "## Per task", "", to_markdown(comparison.per_task), ""]
+    if not comparison.paired.empty:
+        md += ["## Paired against the baseline (same episodes)", "", to_markdown(comparison.paired), ""]
     written.markdown = folder / "compare.md"
     written.markdown.write_text("\n".join(md))
+    if html:
+        from nora_bench.report.compare_html import write_comparison_page
+
+        written.page = write_comparison_page(comparison, folder / "compare.html")
     if plots:
         written.plots["compare_per_task"] = plot_task_success(comparison.long, folder / "compare_per_task.png",
                                                               series="run", title="Success per task by run")
