@@ -199,13 +199,11 @@ def pairing_problems(base: RunInfo, run: RunInfo) -> list[str]:
     if differ:
         out.append(f"not paired: {differ} of {len(common)} common episodes of {run.label} have other scene seeds than "
                    f"{base.label}'s (run them with --versus {base.path} to pair them)")
-    recipe = [n for n in PROTOCOL_SETTINGS if str(base.setting(n)) != str(run.setting(n))]
-    if recipe:
-        out.append(f"{run.label} and {base.label} ran different recipes ({', '.join(recipe)}): the paired test compares "
-                   "policy and recipe together")
     if not len(common):
         out.append(f"not paired: {run.label} and {base.label} share no episode")
-    return [p for p in out if p.startswith("not paired")] + [p for p in out if not p.startswith("not paired")]
+    # Different recipes (step limit, chunk rule, ...) are said by protocol_warnings: the paired test then
+    # compares policy and recipe together, which may be the point of the comparison.
+    return out
 
 
 def _order(run: RunInfo, base: RunInfo) -> list[str]:
