@@ -25,6 +25,7 @@ file, `--die-after-steps N` exits without answering the N-th step_action (a lost
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -214,7 +215,9 @@ class ServerOptions:
     fault: str | None = None
     fault_after: int = 0  # observations answered normally (after init) before the fault starts
     fault_path: str = ""  # the file a hostile pickle would create
-    record_frames: str = ""  # a folder: each frame sent as full_image is also saved there (frame_NNNN.npy)
+    # A folder: each frame sent as full_image is also saved there (frame_NNNN.npy), and each
+    # step_action's action appended to actions.jsonl (what a client sent, for tests).
+    record_frames: str = ""
 
     def __post_init__(self):
         if self.full_image_encoding not in ENCODINGS:
@@ -267,6 +270,9 @@ def serve(options: ServerOptions) -> None:
                 print(f"widowx-sim-server: exiting at step_action {arm.steps + 1} (--die-after-steps)", flush=True)
                 os._exit(0)
             arm.step(payload["action"])
+            if options.record_frames:
+                with open(os.path.join(options.record_frames, "actions.jsonl"), "a") as f:
+                    f.write(json.dumps(np.asarray(payload["action"], dtype=np.float64).tolist()) + "\n")
         elif key == "move":
             arm.set_pose(payload["pose"])
         elif key == "gripper":
@@ -303,7 +309,8 @@ def command(
     fault: Optional[str] = typer.Option(None, help=f"Test: answer observations with a fault: {', '.join(FAULTS)}."),
     fault_after: int = typer.Option(0, help="Test: observations after init answered normally before --fault starts."),
     fault_path: str = typer.Option("", help="Test: the file --fault hostile-pickle's pickle would create."),
-    record_frames: str = typer.Option("", help="Test: save each frame sent as full_image to this folder (.npy)."),
+    record_frames: str = typer.Option("", help="Test: save each frame sent as full_image (.npy) and each action "
+                                      "received (actions.jsonl) to this folder."),
 ) -> None:
     """Run a stand-in WidowX robot server (bridge_data_robot protocol, MuJoCo-rendered camera) until Ctrl-C."""
     try:
