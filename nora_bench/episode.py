@@ -93,6 +93,7 @@ class EpisodeResult:
     max_steps: int = 0
     step_unit: str = "env_steps"
     chunk_exec: str = "all"
+    success_check: str = "any_step"  # when success counted (SUCCESS_CHECKS)
     distractors: int = 0
     # Robustness grouping (SuiteSpec.perturbation): "base", a suite family (lan, swap, ...), "distractors"
     family: str = "base"
