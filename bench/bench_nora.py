@@ -50,12 +50,14 @@ def child(mode: str, ckpt: str, batch: int, rounds: int, new_tokens: int) -> dic
     """Runs in a fresh process: load the policy, warm up, time the mode(s), report peak memory."""
     import torch
 
+    from nora_bench.envs.libero import LIBERO_ACTION_SPEC
     from nora_bench.policies import make_policy
 
     torch.set_num_threads(min(2, os.cpu_count() or 1))
     before = rss_mb()
     policy = make_policy({"kind": "nora", "name": "tiny", "checkpoint": ckpt, "time_horizon": 1,
-                          "norm_stats": "nora_libero", "unnorm_key": "libero_spatial", "max_new_tokens": new_tokens})
+                          "norm_stats": "nora_libero", "unnorm_key": "libero_spatial", "max_new_tokens": new_tokens},
+                         LIBERO_ACTION_SPEC)
     loaded = rss_mb()
     obs = observations(batch)
     out: dict = {"rss_before_mb": before, "rss_loaded_mb": loaded}

@@ -50,6 +50,7 @@ def main() -> None:
     import torch
     import transformers
 
+    from nora_bench.envs.libero import LIBERO_ACTION_SPEC
     from nora_bench.episode import EpisodeSpec
     from nora_bench.policies import make_policy
     from nora_bench.policies.tiny_nora15 import build_tiny_nora15
@@ -59,14 +60,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         ckpt = build_tiny_nora15(Path(d) / "tiny", seed=3)
         policy = make_policy({"kind": "nora15", "name": "tiny", "checkpoint": str(ckpt), "norm_stats": "nora15_libero",
-                              "unnorm_key": "libero_spatial_no_noops", "device": a.device, "dtype": a.dtype})
+                              "unnorm_key": "libero_spatial_no_noops", "device": a.device, "dtype": a.dtype},
+                             LIBERO_ACTION_SPEC)
     specs = [EpisodeSpec(suite="libero_spatial", task_id=0, trial=i, init_state=i, seed=7, max_steps=10)
              for i in range(a.batch)]
     obs = observations([s.key for s in specs])
 
     def restart():
         for s in specs:
-            policy.start_episode(s)
+            policy.start_episode(s.episode_info())
 
     restart()
     policy.sample(obs[:1])  # warm-up

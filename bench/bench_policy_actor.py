@@ -22,14 +22,15 @@ WAIT_MS = 50.0
 
 
 def run(preset: dict, episodes: int, steps: int, max_batch: int, workers: int) -> tuple[float, dict]:
-    from nora_bench.cli import resolve_config
+    from nora_bench.config import RunConfig
     from nora_bench.run.rundir import RunDir
     from nora_bench.run.scheduler import ExecOptions, Scheduler
 
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "preset.yaml"
         path.write_text(yaml.safe_dump(preset))
-        config = resolve_config("libero_object", str(path), "0", str(episodes), 7, None, steps, None, None, False, False, "steps")
+        config = RunConfig.resolve(suite="libero_object", policy=str(path), tasks="0", trials=episodes, max_steps=steps,
+                                   video=False)
         sched = Scheduler(config, RunDir(Path(d) / "run"), ExecOptions(
             workers=workers, policy_mode="actor", max_batch_size=max_batch, max_wait_ms=WAIT_MS, progress=False))
         t = time.perf_counter()

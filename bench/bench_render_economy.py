@@ -28,7 +28,7 @@ import numpy as np
 
 from nora_bench.envs import make_env
 from nora_bench.episode import EpisodeSpec, ProtocolRun
-from nora_bench.policies.base import ActionChunk
+from nora_bench.policies.base import ActionChunk, FunctionPolicy
 from nora_bench.run.rundir import package_versions
 from nora_bench.video import VideoWriter
 
@@ -53,7 +53,7 @@ def run_once(env, config: str, steps: int, trial: int, size: int) -> tuple[int, 
     writer = VideoWriter() if video else None
     sink = writer.add if video else (lambda frame: None) if config == "render-all" else None
     t0 = time.perf_counter()
-    out = ProtocolRun(env, spec, chunk_policy, sink).run()
+    out = ProtocolRun(env, spec, FunctionPolicy(chunk_policy), sink).run()
     frames = writer.frames if writer else 0
     if writer:
         writer.finish()

@@ -41,11 +41,11 @@ def plan(families: list[str] | None, bases: list[str]) -> list[tuple[str, str]]:
 
 
 def run_suite(suite: str, trials: str, tasks: str | None, workers: int, out: Path, in_process: bool = False) -> float:
-    from nora_bench.cli import resolve_config
+    from nora_bench.config import RunConfig
     from nora_bench.run.rundir import RunDir
     from nora_bench.run.scheduler import ExecOptions, Scheduler
 
-    config = resolve_config(suite, "scripted", tasks, trials, 7, None, None, None, None, False, False, "steps")
+    config = RunConfig.resolve(suite=suite, policy="scripted", tasks=tasks, trials=trials, video=False)
     t = time.perf_counter()
     Scheduler(config, RunDir(out), ExecOptions(workers=workers, progress=False, in_process=in_process)).run()
     return time.perf_counter() - t

@@ -28,11 +28,11 @@ TARGETS = {"libero_spatial": 0.98, "libero_object": 0.98, "libero_goal": 0.90, "
 
 
 def run_suite(suite: str, trials: str, tasks: str | None, workers: int, out: Path) -> float:
-    from nora_bench.cli import resolve_config
+    from nora_bench.config import RunConfig
     from nora_bench.run.rundir import RunDir
     from nora_bench.run.scheduler import ExecOptions, Scheduler
 
-    config = resolve_config(suite, "scripted", tasks, trials, 7, None, None, None, None, False, False, "steps")
+    config = RunConfig.resolve(suite=suite, policy="scripted", tasks=tasks, trials=trials, video=False)
     t = time.perf_counter()
     Scheduler(config, RunDir(out), ExecOptions(workers=workers, progress=False)).run()
     return time.perf_counter() - t
@@ -53,10 +53,9 @@ def render_ratio(suite: str = "libero_spatial", task: int = 0, trial: int = 0) -
         for video in (False, True, False, True):  # interleaved: load drifts on a shared machine
             spec = EpisodeSpec(suite=suite, benchmark=suite, task_id=task, trial=trial, init_state=trial, seed=trial,
                                max_steps=300, cameras=(), state=True, video_cameras=("agentview",) if video else ())
-            policy = make_policy(load_policy_preset("scripted"))
-            policy.start_episode(spec)
+            policy = make_policy(load_policy_preset("scripted"), env.action_spec)
             writer = VideoWriter() if video else None
-            out = ProtocolRun(env, spec, lambda o: policy.act([o])[0], writer.add if writer else None).run()
+            out = ProtocolRun(env, spec, policy, writer.add if writer else None).run()
             if writer:
                 writer.finish()
             rows.append((video, out["success"], out["env_steps"], 1000 * out["timings"]["env_s"] / out["env_steps"]))

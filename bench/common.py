@@ -25,11 +25,11 @@ def harness_run(suite: str, policy: str, tasks: str, trials: int, max_steps: int
                 video: bool = True, records: list | None = None, **exec_kw) -> float:
     """Wall seconds of one `nora-bench run` (Ray start included) into a fresh folder; the episode
     records are appended to `records` when given."""
-    from nora_bench.cli import resolve_config
+    from nora_bench.config import RunConfig
     from nora_bench.run.rundir import RunDir
     from nora_bench.run.scheduler import ExecOptions, Scheduler
 
-    config = resolve_config(suite, policy, tasks, str(trials), 7, None, max_steps, None, None, video, False, "steps")
+    config = RunConfig.resolve(suite=suite, policy=policy, tasks=tasks, trials=trials, max_steps=max_steps, video=video)
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
         Scheduler(config, RunDir(Path(d) / "run"), ExecOptions(workers=workers, progress=False, **exec_kw)).run()

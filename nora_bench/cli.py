@@ -18,12 +18,10 @@ from rich.table import Table
 from rich.text import Text
 
 from nora_bench import UserError
-from nora_bench.chunking import ChunkRule
-from nora_bench.run.rundir import RecordWarning
+from nora_bench.config import RunConfig, load_policy_preset, load_suite, policy_names, suite_names
 from nora_bench.envs.widowx_sim_server import command as widowx_sim_server_command
+from nora_bench.run.rundir import RecordWarning
 from nora_bench.selftest import selftest
-from nora_bench.config import (STEP_UNITS, RunConfig, load_policy_preset, load_suite, parse_index_list, policy_names,
-                               suite_names)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark vision-language-action policies (NORA, NORA-LONG, ...) on LIBERO and a real WidowX.")
@@ -48,63 +46,6 @@ warnings.showwarning = _show_warning
 def fail(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(2)
-
-
-def resolve_config(suite: str, policy: str, tasks: str | None, trials: str | None, seed: int,
-                   chunk_exec: str | None, max_steps: int | None, step_unit: str | None, distractors: int | None,
-                   video: bool, video_wrist: bool, video_frames: str, scene: str = "reference",
-                   scene_seed: int = 0, success_check: str = "any_step") -> RunConfig:
-    s = load_suite(suite)
-    p = load_policy_preset(policy)
-    task_ids = parse_index_list(tasks, s.num_tasks, "task",
-                                f"{s.name} has tasks 0-{s.num_tasks - 1}") or (s.tasks or list(range(s.num_tasks)))
-    blocked = [t for t in task_ids if t in s.unavailable_tasks]
-    if blocked:
-        raise UserError(f"{s.name} task {blocked[0]} cannot run ({s.unavailable_tasks[blocked[0]]}): pick from "
-                        f"{','.join(map(str, [t for t in range(s.num_tasks) if t not in s.unavailable_tasks]))}")
-    if trials is not None and str(trials).isdigit():
-        n = int(trials)
-        if not 1 <= n <= s.max_trials:
-            raise UserError(f"--trials {n} is out of range: {s.name} has {s.max_trials} fixed init states per task "
-                            f"(use 1-{s.max_trials}, or a list like 0,3,7)")
-        trial_ids = list(range(n))
-    else:
-        trial_ids = parse_index_list(trials, s.max_trials, "trial",
-                                     f"{s.name} has {s.max_trials} fixed init states per task (0-{s.max_trials - 1})") \
-            or list(range(s.trials))
-    unit = step_unit or s.step_unit
-    if unit not in STEP_UNITS:
-        raise UserError(f"unknown --step-unit {unit!r}: use one of {', '.join(STEP_UNITS)}")
-    if video_frames not in ("steps", "queries"):
-        raise UserError(f"unknown --video-frames {video_frames!r}: use steps or queries")
-    rule = ChunkRule.parse(chunk_exec or p.get("chunk_exec", "all"))
-    if max_steps is not None and max_steps < 1:
-        raise UserError("--max-steps must be at least 1")
-    n_distractors = s.distractors if distractors is None else distractors
-    if n_distractors < 0:
-        raise UserError("--distractors must be >= 0")
-    if s.distractor_names and n_distractors not in (0, len(s.distractor_names)):
-        raise UserError(f"--distractors {n_distractors} does not match suite {s.name}'s {len(s.distractor_names)} "
-                        f"distractor_names: leave out --distractors or use a suite without a name list")
-    n_distractors = n_distractors or len(s.distractor_names)
-    from nora_bench.envs.libero_scenes import check_scene
-
-    check_scene(scene, scene_seed)
-    from nora_bench.episode import SUCCESS_CHECKS
-
-    if success_check not in SUCCESS_CHECKS:
-        raise UserError(f"unknown --success-check {success_check!r}: use any_step (success at any env step) or "
-                        f"chunk_end (only after a whole chunk, NORA's LIBERO script)")
-    return RunConfig(suite=_suite_dict(s), policy=p, tasks=task_ids, trials=trial_ids, seed=seed,
-                     chunk_exec=str(rule), max_steps=max_steps or s.max_steps, step_unit=unit,
-                     num_steps_wait=s.num_steps_wait, distractors=n_distractors, video=video,
-                     video_wrist=video_wrist, video_frames=video_frames, scene=scene, scene_seed=scene_seed, success_check=success_check)
-
-
-def _suite_dict(s) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(s)
 
 
 class _RateColumn(ProgressColumn):
@@ -197,9 +138,11 @@ def run(
         if versus is not None:
             tasks, trials, seed = versus_settings(versus, suite, tasks, trials, seed)
             scene, scene_seed = versus_scene(versus, scene, scene_seed)
-        config = resolve_config(suite, policy, tasks, trials, 7 if seed is None else seed, chunk_exec, max_steps,
-                                step_unit, distractors, video, video_wrist, video_frames, scene=scene,
-                                scene_seed=scene_seed, success_check=success_check)
+        config = RunConfig.resolve(suite=suite, policy=policy, tasks=tasks, trials=trials,
+                                   seed=7 if seed is None else seed, chunk_exec=chunk_exec, max_steps=max_steps,
+                                   step_unit=step_unit, distractors=distractors, video=video,
+                                   video_wrist=video_wrist, video_frames=video_frames, scene=scene,
+                                   scene_seed=scene_seed, success_check=success_check)
         # Model overrides go into the policy preset (recorded in config.yaml); then fail fast on missing files.
         from nora_bench.policies import check_preset, override_preset
 
@@ -326,10 +269,11 @@ def print_stop(report: dict) -> None:
 def apply_robot_options(config: RunConfig, robot_host: str | None, robot_port: int | None) -> bool:
     """Put --robot-host/--robot-port into the suite's env options (recorded in config.yaml) and
     check the robot answers. Returns True if the suite's env is operator-driven (runs in this process)."""
-    from nora_bench.envs import operator_driven, preflight
+    from nora_bench.envs import env_class
 
     env = config.suite["env"]
-    if not operator_driven(env):
+    cls = env_class(env)
+    if not cls.operator_driven:
         if robot_host or robot_port:
             raise UserError(f"--robot-host/--robot-port apply to real-robot suites, and {config.suite['name']} runs "
                             f"in the {env} simulator: leave them out")
@@ -339,7 +283,7 @@ def apply_robot_options(config: RunConfig, robot_host: str | None, robot_port: i
         options["robot_host"] = robot_host
     if robot_port:
         options["robot_port"] = robot_port
-    preflight(env, options)
+    cls.preflight(options)
     return True
 
 

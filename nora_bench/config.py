@@ -273,9 +273,83 @@ class RunConfig:
     def from_dict(cls, data: dict) -> "RunConfig":
         return cls(**data)
 
+    @classmethod
+    def resolve(cls, *, suite: str, policy: str = "zero", tasks: str | None = None, trials: str | int | None = None,
+                seed: int = 7, chunk_exec: str | None = None, max_steps: int | None = None,
+                step_unit: str | None = None, distractors: int | None = None, video: bool = True,
+                video_wrist: bool = False, video_frames: str = "steps", scene: str = "reference",
+                scene_seed: int = 0, success_check: str = "any_step") -> "RunConfig":
+        """A run from preset names (or YAML paths) and the command line's choices (None: the presets').
+
+        Checks everything that can be checked before an episode runs, the policy's needs against
+        the env's declared specs included; raises UserError naming the problem and the fix.
+        """
+        from nora_bench.chunking import ChunkRule
+
+        s = load_suite(suite)
+        p = load_policy_preset(policy)
+        check_compatible(s.env, p)
+        trials = None if trials is None else str(trials)
+        task_ids = parse_index_list(tasks, s.num_tasks, "task",
+                                    f"{s.name} has tasks 0-{s.num_tasks - 1}") or (s.tasks or list(range(s.num_tasks)))
+        blocked = [t for t in task_ids if t in s.unavailable_tasks]
+        if blocked:
+            raise UserError(f"{s.name} task {blocked[0]} cannot run ({s.unavailable_tasks[blocked[0]]}): pick from "
+                            f"{','.join(map(str, [t for t in range(s.num_tasks) if t not in s.unavailable_tasks]))}")
+        if trials is not None and trials.isdigit():
+            n = int(trials)
+            if not 1 <= n <= s.max_trials:
+                raise UserError(f"--trials {n} is out of range: {s.name} has {s.max_trials} fixed init states per task "
+                                f"(use 1-{s.max_trials}, or a list like 0,3,7)")
+            trial_ids = list(range(n))
+        else:
+            trial_ids = parse_index_list(trials, s.max_trials, "trial",
+                                         f"{s.name} has {s.max_trials} fixed init states per task "
+                                         f"(0-{s.max_trials - 1})") or list(range(s.trials))
+        unit = step_unit or s.step_unit
+        if unit not in STEP_UNITS:
+            raise UserError(f"unknown --step-unit {unit!r}: use one of {', '.join(STEP_UNITS)}")
+        if video_frames not in ("steps", "queries"):
+            raise UserError(f"unknown --video-frames {video_frames!r}: use steps or queries")
+        rule = ChunkRule.parse(chunk_exec or p.get("chunk_exec", "all"))
+        if max_steps is not None and max_steps < 1:
+            raise UserError("--max-steps must be at least 1")
+        n_distractors = s.distractors if distractors is None else distractors
+        if n_distractors < 0:
+            raise UserError("--distractors must be >= 0")
+        if s.distractor_names and n_distractors not in (0, len(s.distractor_names)):
+            raise UserError(f"--distractors {n_distractors} does not match suite {s.name}'s "
+                            f"{len(s.distractor_names)} distractor_names: leave out --distractors or use a suite "
+                            "without a name list")
+        n_distractors = n_distractors or len(s.distractor_names)
+        from nora_bench.envs.libero_scenes import check_scene
+
+        check_scene(scene, scene_seed)
+        from nora_bench.episode import SUCCESS_CHECKS
+
+        if success_check not in SUCCESS_CHECKS:
+            raise UserError(f"unknown --success-check {success_check!r}: use any_step (success at any env step) or "
+                            f"chunk_end (only after a whole chunk, NORA's LIBERO script)")
+        return cls(suite=dataclasses.asdict(s), policy=p, tasks=task_ids, trials=trial_ids, seed=seed,
+                   chunk_exec=str(rule), max_steps=max_steps or s.max_steps, step_unit=unit,
+                   num_steps_wait=s.num_steps_wait, distractors=n_distractors, video=video,
+                   video_wrist=video_wrist, video_frames=video_frames, scene=scene, scene_seed=scene_seed,
+                   success_check=success_check)
+
     @property
     def suite_spec(self) -> SuiteSpec:
         return SuiteSpec(**self.suite)
+
+
+def check_compatible(env: str, preset: dict) -> None:
+    """Refuse, in one line, a policy that needs a camera, state or action convention the env lacks."""
+    from nora_bench.envs import action_spec
+    from nora_bench.policies import preset_requirements
+    from nora_bench.types import incompatibility
+
+    problem = incompatibility(preset_requirements(preset), action_spec(env), env)
+    if problem:
+        raise UserError(f"policy preset {preset.get('name')!r} cannot run on a {env} suite: {problem}")
 
 
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -1,21 +1,25 @@
 """The episode protocol, shared by every env and policy.
 
-reset -> settle (dummy action, not counted) -> loop { observe -> query policy when the chunk rule
-asks -> execute one action -> stop on success / step limit / policy stop / env failure } ->
-`EpisodeResult`.
+reset -> policy.start_episode(info) -> settle (dummy action, not counted) -> loop { observe ->
+query policy when the chunk rule asks -> execute one action -> stop on success / step limit /
+policy stop / env failure } -> env.judge -> policy.end_episode (always) -> `EpisodeResult`.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from numbers import Real
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from nora_bench.chunking import ChunkRule
-from nora_bench.envs.base import Env, Observation
-from nora_bench.policies.base import ActionChunk
+from nora_bench.types import ActionChunk, EpisodeInfo, Observation
+
+if TYPE_CHECKING:  # annotations only: the protocol runs any object with these methods
+    from nora_bench.envs.base import Env
+    from nora_bench.policies.base import Policy
 
 # Termination reasons (the `termination` field of a record).
 SUCCESS = "success"
@@ -73,6 +77,12 @@ class EpisodeSpec:
     def render_cameras(self) -> tuple[str, ...]:
         return tuple(dict.fromkeys(self.cameras + self.video_cameras))
 
+    def episode_info(self, instruction: str = "") -> EpisodeInfo:
+        """What the policy may know about this episode."""
+        return EpisodeInfo(key=self.key, suite=self.suite, task_id=self.task_id, trial=self.trial,
+                           init_state=self.init_state, seed=self.seed, instruction=instruction,
+                           chunk_exec=self.chunk_exec)
+
 
 @dataclass
 class EpisodeResult:
@@ -110,6 +120,7 @@ class EpisodeResult:
     video: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     env_info: dict[str, Any] = field(default_factory=dict)
+    policy_info: dict[str, Any] = field(default_factory=dict)  # ActionChunk.info, aggregated over queries
     worker: str = ""
     node: str = ""  # Ray node id of the worker
     finished_at: str = ""
@@ -132,12 +143,34 @@ def check_chunk(chunk: ActionChunk, action_dim: int) -> str | None:
     return None
 
 
-class ProtocolRun:
-    """Runs one episode on `env`; `act` maps an observation to an ActionChunk (local or remote)."""
+def aggregate_policy_info(infos: list[dict[str, Any]]) -> dict[str, Any]:
+    """One episode's `ActionChunk.info` dicts -> a record field: per key, numbers become
+    {n, mean, min, max}, strings and booleans a count per value, anything else its last value."""
+    values: dict[str, list] = {}
+    for info in infos:
+        for k, v in info.items():
+            values.setdefault(k, []).append(v)
+    out: dict[str, Any] = {}
+    for k, vs in values.items():
+        if all(isinstance(v, Real) and not isinstance(v, bool) for v in vs):
+            a = np.asarray(vs, dtype=np.float64)
+            out[k] = {"n": len(vs), "mean": round(float(a.mean()), 6), "min": float(a.min()), "max": float(a.max())}
+        elif all(isinstance(v, (str, bool)) for v in vs):
+            counts: dict[str, int] = {}
+            for v in vs:
+                counts[str(v)] = counts.get(str(v), 0) + 1
+            out[k] = counts
+        else:
+            out[k] = vs[-1]
+    return out
 
-    def __init__(self, env: Env, spec: EpisodeSpec, act: Callable[[Observation], ActionChunk],
+
+class ProtocolRun:
+    """Runs one episode of `env` with `policy` (the Policy contract; one observation per `act`)."""
+
+    def __init__(self, env: "Env", spec: EpisodeSpec, policy: "Policy",
                  frame_sink: Callable[[np.ndarray], None] | None = None):
-        self.env, self.spec, self.act, self.frame_sink = env, spec, act, frame_sink
+        self.env, self.spec, self.policy, self.frame_sink = env, spec, policy, frame_sink
 
     def run(self) -> dict[str, Any]:
         """Returns the outcome fields of an EpisodeResult (the caller adds identity fields)."""
@@ -145,12 +178,26 @@ class ProtocolRun:
         t_start = time.perf_counter()
         timings = {"reset_s": 0.0, "settle_s": 0.0, "policy_s": 0.0, "env_s": 0.0}
         out: dict[str, Any] = {"env_steps": 0, "queries": 0, "decode_failures": 0, "failure_reasons": []}
-        every_step_video = self.frame_sink is not None and spec.video_frames == "steps"
 
         t = time.perf_counter()
         obs = env.reset(spec)
         timings["reset_s"] = time.perf_counter() - t
+        # After the reset the instruction is known; the policy frees the episode's state whatever happens.
+        info = spec.episode_info(getattr(env, "info", {}).get("instruction", obs.instruction))
+        t = time.perf_counter()
+        self.policy.start_episode(info)
+        timings["policy_s"] += time.perf_counter() - t
+        try:
+            self._loop(obs, out, timings)
+        finally:
+            self.policy.end_episode(spec.key)
+        timings["wall_s"] = time.perf_counter() - t_start
+        out["timings"] = {k: round(v, 4) for k, v in timings.items()}
+        return out
 
+    def _loop(self, obs: Observation, out: dict[str, Any], timings: dict[str, float]) -> None:
+        spec, env = self.spec, self.env
+        every_step_video = self.frame_sink is not None and spec.video_frames == "steps"
         t = time.perf_counter()
         for i in range(spec.num_steps_wait):
             # Only the last settle frame is looked at: render nothing before it.
@@ -161,6 +208,7 @@ class ProtocolRun:
         executor = ChunkRule.parse(spec.chunk_exec).executor()
         action_dim = len(env.dummy_action)
         termination, success = STEP_LIMIT, False
+        infos: list[dict[str, Any]] = []
         if self.frame_sink is not None:
             self._frame(obs)
         while True:
@@ -171,7 +219,7 @@ class ProtocolRun:
                     break
                 t = time.perf_counter()
                 try:
-                    chunk = self.act(obs)
+                    chunk = self.policy.act([obs])[0]
                 except InfrastructureError:
                     raise
                 except Exception as e:  # a policy exception ends this episode, recorded, not the run
@@ -183,6 +231,8 @@ class ProtocolRun:
                 out["queries"] += 1
                 out["decode_failures"] += len(chunk.failures)
                 out["failure_reasons"] += chunk.failures
+                if chunk.info:
+                    infos.append(chunk.info)
                 if chunk.stop:
                     out["error"] = chunk.stop
                     termination = POLICY_STOP
@@ -215,19 +265,18 @@ class ProtocolRun:
             if r.stop:
                 termination = OPERATOR_STOP
                 break
-        judge = getattr(env, "judge", None)
-        if judge is not None:
-            # Operator-judged env (real robot): the operator's answer is the outcome; a failure
-            # keeps the reason the episode ended.
-            t = time.perf_counter()
-            success = bool(judge(termination))
+        # An operator-judged env (real robot) gives the outcome; a failure keeps the reason the
+        # episode ended. None: the simulator's own success check stands.
+        t = time.perf_counter()
+        verdict = env.judge(termination)
+        if verdict is not None:
             timings["judge_s"] = time.perf_counter() - t
+            success = bool(verdict)
             if success:
                 termination = SUCCESS
-        timings["wall_s"] = time.perf_counter() - t_start
-        out.update(success=success, termination=termination,
-                   timings={k: round(v, 4) for k, v in timings.items()})
-        return out
+        if infos:
+            out["policy_info"] = aggregate_policy_info(infos)
+        out.update(success=success, termination=termination)
 
     def _frame(self, obs: Observation) -> None:
         frame = self.env.frame(obs)

@@ -43,13 +43,13 @@ def _video_check(run: Path, df) -> Check:
 def run_selftest(out: Path, suite: str = "libero_spatial", tasks: str = "0", trials: int = 2,
                  workers: int = 2) -> list[Check]:
     """Run the checks into run folders under `out`; returns them (nothing printed)."""
-    from nora_bench.cli import resolve_config
+    from nora_bench.config import RunConfig
     from nora_bench.results import load, suite_table, task_table
     from nora_bench.run.rundir import RunDir
     from nora_bench.run.scheduler import ExecOptions, Scheduler
 
     checks: list[Check] = []
-    expert = resolve_config(suite, "scripted", tasks, str(trials), 7, None, None, None, None, True, False, "steps")
+    expert = RunConfig.resolve(suite=suite, policy="scripted", tasks=tasks, trials=trials, video=True)
     Scheduler(expert, RunDir(out / "expert"), ExecOptions(workers=workers, progress=False)).run()
     df = load(out / "expert")
     n = len(expert.tasks) * len(expert.trials)
@@ -63,8 +63,8 @@ def run_selftest(out: Path, suite: str = "libero_spatial", tasks: str = "0", tri
     checks.append(Check("success detection (expert succeeds)", wins == n,
                         f"the simulator's goal check passed in {wins}/{n} expert episodes (env steps: {steps})"))
     # The control: the same task with the do-nothing policy must not count as a success.
-    zero = resolve_config(suite, "zero", tasks.split(",")[0].split("-")[0], "1", 7, None, 30, None, None,
-                          False, False, "steps")
+    zero = RunConfig.resolve(suite=suite, policy="zero", tasks=tasks.split(",")[0].split("-")[0], trials=1,
+                             max_steps=30, video=False)
     Scheduler(zero, RunDir(out / "zero"), ExecOptions(in_process=True, progress=False)).run()
     z = load(out / "zero")
     z_ok = len(z) == 1 and z["success"].notna().iloc[0] and not bool(z["success"].iloc[0])

@@ -8,7 +8,9 @@ import pytest
 
 from nora_bench import UserError
 from nora_bench.chunking import ChunkRule
-from nora_bench.policies.base import ActionChunk
+from nora_bench.envs.base import Env
+from nora_bench.envs.libero import LIBERO_ACTION_SPEC
+from nora_bench.policies.base import ActionChunk, FunctionPolicy
 
 T = 5  # actions per chunk, as NORA-LONG predicts
 
@@ -78,12 +80,13 @@ def test_first_k_longer_than_the_chunk_executes_the_whole_chunk():
 
 
 # -- the protocol on a real LIBERO env -----------------------------------------------------------------
-class RecordingEnv:
+class RecordingEnv(Env):
     """The real LiberoEnv, with every step's action and render flag written down."""
+
+    action_spec = LIBERO_ACTION_SPEC
 
     def __init__(self, env):
         self.env = env
-        self.dummy_action = env.dummy_action
         self.log: list[tuple[np.ndarray, bool]] = []
 
     def reset(self, spec):
@@ -104,13 +107,14 @@ class RecordingEnv:
         self.env.close()
 
 
-class ScriptedPolicy:
+class ScriptedPolicy(FunctionPolicy):
     """Answers query q with scripted_chunk(q); fails the test if it ever gets an unrendered image."""
 
     def __init__(self):
+        super().__init__(self.answer)
         self.queries = 0
 
-    def __call__(self, obs):
+    def answer(self, obs):
         assert obs.images["agentview"].shape == (128, 128, 3)
         chunk = scripted_chunk(self.queries)
         self.queries += 1
@@ -184,12 +188,12 @@ def test_first_observation_has_images_without_settle_steps(libero_env):
 
 
 def test_chunk_rule_is_recorded_in_every_episode_record(tmp_path):
-    from nora_bench.cli import resolve_config
+    from nora_bench.config import RunConfig
     from nora_bench.run.rundir import RunDir
     from nora_bench.run.scheduler import ExecOptions, Scheduler
 
-    config = resolve_config("libero_spatial", "zero", "0", "2", 7, "first:3", 4, None, None,
-                            False, False, "steps")
+    config = RunConfig.resolve(suite="libero_spatial", policy="zero", tasks="0", trials=2, chunk_exec="first:3",
+                               max_steps=4, video=False)
     Scheduler(config, RunDir(tmp_path), ExecOptions(in_process=True)).run()
     records = RunDir(tmp_path).records()
     assert [r["chunk_exec"] for r in records] == ["first:3", "first:3"]

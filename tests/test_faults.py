@@ -10,7 +10,7 @@ import time
 
 from conftest import REPO, run_cli
 from nora_bench import results
-from nora_bench.cli import resolve_config
+from nora_bench.config import RunConfig
 from nora_bench.episode import InfrastructureError
 from nora_bench.policies.trivial import ZeroPolicy
 from nora_bench.run.rundir import RunDir
@@ -18,7 +18,7 @@ from nora_bench.run.scheduler import ExecOptions, Scheduler
 
 
 def config(policy="random", tasks="0", trials=3, steps=25, suite="libero_object"):
-    return resolve_config(suite, policy, tasks, str(trials), 7, None, steps, None, None, False, False, "steps")
+    return RunConfig.resolve(suite=suite, policy=policy, tasks=tasks, trials=trials, max_steps=steps, video=False)
 
 
 def kill_at_marker(marker, killed: list, timeout=600.0):

@@ -5,7 +5,8 @@ import pytest
 
 from nora_bench.envs import make_env
 from nora_bench.episode import EpisodeSpec, ProtocolRun
-from nora_bench.policies.base import ActionChunk
+from nora_bench.policies.base import FunctionPolicy
+from nora_bench.types import ActionChunk
 
 
 def spec(task=0, trial=0, cameras=("agentview",), video=(), state=False, suite="libero_spatial", **kw):
@@ -131,7 +132,7 @@ def test_protocol_counts_steps_and_settles(env):
 
     frames = []
     s = spec(task=0, trial=1, max_steps=7, video=("agentview",))
-    out = ProtocolRun(env, s, act, frames.append).run()
+    out = ProtocolRun(env, s, FunctionPolicy(act), frames.append).run()
     assert out["termination"] == "step_limit" and out["success"] is False
     assert out["env_steps"] == 7 and out["queries"] == 3  # chunks of 3, rule "all": 3 + 3 + 1
     assert len(calls) == 3 and all("agentview" in o.images for o in calls)
@@ -144,7 +145,7 @@ def test_protocol_counts_steps_and_settles(env):
     (np.zeros((1, 6)), "shape"),
 ])
 def test_unusable_policy_output_is_recorded_with_its_reason(env, bad, reason):
-    out = ProtocolRun(env, spec(task=0, trial=0, max_steps=5), lambda obs: ActionChunk(bad)).run()
+    out = ProtocolRun(env, spec(task=0, trial=0, max_steps=5), FunctionPolicy(lambda obs: ActionChunk(bad))).run()
     assert out["termination"] == "policy_error"
     assert reason in out["error"]
     assert out["success"] is False and out["env_steps"] == 0

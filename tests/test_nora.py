@@ -23,6 +23,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from nora_bench import UserError  # noqa: E402
 from nora_bench.envs.base import Observation  # noqa: E402
+from nora_bench.envs.libero import LIBERO_ACTION_SPEC  # noqa: E402
+from nora_bench.envs.widowx import WIDOWX_ACTION_SPEC  # noqa: E402
 from nora_bench.episode import EpisodeSpec  # noqa: E402
 from nora_bench.policies import make_policy  # noqa: E402
 from nora_bench.policies.fast import FastTokenizer  # noqa: E402
@@ -73,8 +75,9 @@ def observation(i, episode="ep", size=256):
 
 
 def spec(trial=0, chunk_exec="all"):
+    """What a policy learns about an episode at its start."""
     return EpisodeSpec(suite="libero_object", task_id=0, trial=trial, init_state=trial, seed=trial, max_steps=10,
-                       chunk_exec=chunk_exec)
+                       chunk_exec=chunk_exec).episode_info()
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +115,7 @@ def long_preset(path, **kw):
 # -- exact actions --------------------------------------------------------------------------------
 def test_nora_long_returns_exactly_the_chunk_its_tokens_encode(long_ckpt):
     path, chunk, ids = long_ckpt
-    policy = make_policy(long_preset(path))
+    policy = make_policy(long_preset(path), LIBERO_ACTION_SPEC)
     assert policy.requirements.cameras == ("agentview",)
     assert policy.info["fast_tokenizer"].endswith("fast_tokenizer") and policy.info["dtype"] == "float32"
     policy.start_episode(spec())
@@ -129,7 +132,8 @@ def test_nora_long_returns_exactly_the_chunk_its_tokens_encode(long_ckpt):
 def test_nora_bridge_uses_checkpoint_norm_stats_and_leaves_the_gripper(short_ckpt):
     path, chunk, _ = short_ckpt
     policy = make_policy({"kind": "nora", "name": "tiny", "checkpoint": str(path), "time_horizon": 1,
-                          "norm_stats": "checkpoint", "unnorm_key": "bridge_orig", "gripper": "bridge"})
+                          "norm_stats": "checkpoint", "unnorm_key": "bridge_orig", "gripper": "bridge"},
+                         WIDOWX_ACTION_SPEC)
     obs = observation(2)
     # the WidowX env names its third-person image full_image: the same image serves
     widowx_obs = Observation(obs.instruction, episode="w", images={"full_image": obs.images["agentview"]})
@@ -150,7 +154,7 @@ def test_lerobot_stats_file_as_bounds(short_ckpt, tmp_path):
                         "mean": [0] * 7, "std": [1] * 7}, "observation.state": {"min": [0], "max": [1]}}
     (tmp_path / "stats.json").write_text(json.dumps(stats))
     policy = make_policy({"kind": "nora", "name": "tiny", "checkpoint": str(path), "norm_stats": str(tmp_path / "stats.json"),
-                          "gripper": "bridge"})
+                          "gripper": "bridge"}, WIDOWX_ACTION_SPEC)
     [out] = policy.act([observation(3)])
     q = idct(np.around(dct(chunk, axis=0, norm="ortho") * 10) / 10, axis=0, norm="ortho")
     lo, hi = np.array(stats["action"]["min"], float), np.array(stats["action"]["max"], float)
@@ -163,7 +167,8 @@ def test_batched_inference_gives_the_same_actions_as_one_by_one(tmp_path, fast):
     # Random weights: outputs differ per observation, so the comparison means something.
     path = build_tiny_nora(tmp_path / "random", fast=fast, seed=3)
     policy = make_policy({"kind": "nora", "name": "rand", "checkpoint": str(path), "time_horizon": 1,
-                          "norm_stats": "nora_libero", "unnorm_key": "libero_spatial", "max_new_tokens": 10})
+                          "norm_stats": "nora_libero", "unnorm_key": "libero_spatial", "max_new_tokens": 10},
+                         LIBERO_ACTION_SPEC)
     observations = [observation(i, episode=f"ep{i}") for i in range(6)]
     for i, o in enumerate(observations):
         policy.start_episode(spec(trial=i))
@@ -182,7 +187,7 @@ def test_batched_inference_gives_the_same_actions_as_one_by_one(tmp_path, fast):
 # -- decode failures -------------------------------------------------------------------------------
 def test_decode_failure_fallbacks(long_ckpt, broken_ckpt):
     path, chunk, ids = long_ckpt
-    ref = make_policy(long_preset(broken_ckpt, decode_fallback="reference"))
+    ref = make_policy(long_preset(broken_ckpt, decode_fallback="reference"), LIBERO_ACTION_SPEC)
     ref.start_episode(spec())
     [out] = ref.act([observation(0)])
     assert len(out.failures) == 1 and "wrong_length" in out.failures[0] and "fallback reference" in out.failures[0]
@@ -192,13 +197,13 @@ def test_decode_failure_fallbacks(long_ckpt, broken_ckpt):
     np.testing.assert_allclose(out.actions, expect, atol=1e-12)
     assert (out.actions[:, -1] == 1.0).all()
 
-    fail = make_policy(long_preset(broken_ckpt, decode_fallback="fail"))
+    fail = make_policy(long_preset(broken_ckpt, decode_fallback="fail"), LIBERO_ACTION_SPEC)
     fail.start_episode(spec())
     [out] = fail.act([observation(0)])
     assert out.stop and "wrong_length" in out.stop and len(out.failures) == 1
 
     # hold: no motion, the gripper as last executed (rule "all": the chunk's last row)
-    hold = make_policy(long_preset(path, decode_fallback="hold"))
+    hold = make_policy(long_preset(path, decode_fallback="hold"), LIBERO_ACTION_SPEC)
     hold.start_episode(spec())
     obs = observation(0)
     no_tokens = hold.to_chunk(obs, [872, 151645])
@@ -231,7 +236,7 @@ def test_checkpoint_without_action_tokens_is_refused(long_ckpt, tmp_path):
     tok["added_tokens"] = [t for t in tok["added_tokens"] if not t["content"].startswith("<robot_action_")]
     (plain / "tokenizer.json").write_text(json.dumps(tok))
     with pytest.raises(UserError, match=r"has no <robot_action_k> tokens.*151665\.\.153712"):
-        make_policy(long_preset(plain))
+        make_policy(long_preset(plain), LIBERO_ACTION_SPEC)
 
 
 def test_hub_revision_is_read_from_the_cache_path(tmp_path):
@@ -303,14 +308,15 @@ def test_tiny_nora_long_drives_libero_through_the_cli(long_ckpt, tmp_path):
 
 
 def test_decode_failures_are_counted_in_episode_records(broken_ckpt, tmp_path):
-    from nora_bench.cli import resolve_config
+    from nora_bench.config import RunConfig
     from nora_bench.results import load
     from nora_bench.run.rundir import RunDir
     from nora_bench.run.scheduler import ExecOptions, Scheduler
 
     preset = tmp_path / "broken.yaml"
     preset.write_text(yaml.safe_dump(long_preset(broken_ckpt, decode_fallback="reference", chunk_exec="all")))
-    config = resolve_config("libero_object", str(preset), "0", "0,1", 7, None, 10, None, None, False, False, "steps")
+    config = RunConfig.resolve(suite="libero_object", policy=str(preset), tasks="0", trials="0,1", max_steps=10,
+                               video=False)
     Scheduler(config, RunDir(tmp_path / "ref"), ExecOptions(in_process=True)).run()
     df = load(tmp_path / "ref")
     assert len(df) == 2
@@ -318,7 +324,8 @@ def test_decode_failures_are_counted_in_episode_records(broken_ckpt, tmp_path):
     assert df["failure_reasons"].map(lambda r: all("wrong_length" in x for x in r) and len(r) == 2).all()
 
     preset.write_text(yaml.safe_dump(long_preset(broken_ckpt, decode_fallback="fail")))
-    config = resolve_config("libero_object", str(preset), "0", "1", 7, None, 10, None, None, False, False, "steps")
+    config = RunConfig.resolve(suite="libero_object", policy=str(preset), tasks="0", trials="1", max_steps=10,
+                               video=False)
     Scheduler(config, RunDir(tmp_path / "fail"), ExecOptions(in_process=True)).run()
     [rec] = load(tmp_path / "fail").to_dict("records")
     assert rec["termination"] == "policy_stop" and rec["decode_failures"] == 1 and rec["env_steps"] == 0

@@ -26,6 +26,8 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 from nora_bench import UserError  # noqa: E402
 from nora_bench.envs.base import Observation  # noqa: E402
 from nora_bench.episode import EpisodeSpec  # noqa: E402
+from nora_bench.envs.libero import LIBERO_ACTION_SPEC  # noqa: E402
+from nora_bench.envs.widowx import WIDOWX_ACTION_SPEC  # noqa: E402
 from nora_bench.policies import make_policy  # noqa: E402
 from nora_bench.policies.tiny_nora15 import build_tiny_nora15  # noqa: E402
 
@@ -44,7 +46,14 @@ def observation(i, episode, size=256):
 
 
 def spec(trial=0, seed=7):
-    return EpisodeSpec(suite="libero_object", task_id=0, trial=trial, init_state=trial, seed=seed, max_steps=10)
+    """What a policy learns about an episode at its start."""
+    return EpisodeSpec(suite="libero_object", task_id=0, trial=trial, init_state=trial, seed=seed,
+                       max_steps=10).episode_info()
+
+
+def build(p):
+    """The policy for the env whose gripper convention the preset names (LIBERO, or the WidowX's Bridge)."""
+    return make_policy(p, WIDOWX_ACTION_SPEC if p.get("gripper") == "bridge" else LIBERO_ACTION_SPEC)
 
 
 def preset(path, **kw):
@@ -60,7 +69,7 @@ def ckpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def policy(ckpt):
-    return make_policy(preset(ckpt))
+    return build(preset(ckpt))
 
 
 # -- the published algorithm, written out -------------------------------------------------------------
@@ -180,15 +189,15 @@ def test_loading_is_strict_and_names_missing_unexpected_and_misshapen_tensors(ck
 
     missing = variant("missing", lambda s: s.pop("action_time_mlp_in.bias"))
     with pytest.raises(UserError, match=r"1 missing: action_time_mlp_in\.bias"):
-        make_policy(preset(missing))
+        build(preset(missing))
     extra = variant("extra", lambda s: s.update({"action_expert.embed_tokens.weight": torch.zeros(3, 96)}))
     with pytest.raises(UserError, match=r"1 unexpected: action_expert\.embed_tokens\.weight"):
-        make_policy(preset(extra))
+        build(preset(extra))
     # A checkpoint whose expert is wider than the settings say: shapes are checked too.
     with pytest.raises(UserError, match=r"wrong shape.*action_expert"):
-        make_policy(preset(ckpt, width_multiplier=0.5, expert_heads=8))
+        build(preset(ckpt, width_multiplier=0.5, expert_heads=8))
     with pytest.raises(UserError, match="head size"):
-        make_policy(preset(ckpt, expert_heads=4))
+        build(preset(ckpt, expert_heads=4))
 
 
 # -- sampling -------------------------------------------------------------------------------------------
@@ -302,7 +311,7 @@ def test_bridge_gripper_opens_above_half(ckpt):
     if not path.exists():
         shutil.copytree(ckpt, path)
     (path / "norm_stats.json").write_text(json.dumps(stats))
-    pol = make_policy(preset(path, norm_stats="checkpoint", unnorm_key="bridge_orig", gripper="bridge"))
+    pol = build(preset(path, norm_stats="checkpoint", unnorm_key="bridge_orig", gripper="bridge"))
     chunk = np.zeros((5, 7))
     chunk[:, -1] = [0.2, 0.5, 0.51, 0.9, -0.3]
     out = pol.to_chunk(chunk).actions
@@ -320,11 +329,11 @@ def test_non_finite_output_ends_the_episode_with_its_reason(policy):
 
 def test_bad_presets_fail_in_one_line(ckpt, tmp_path):
     with pytest.raises(UserError, match="unknown gripper"):
-        make_policy(preset(ckpt, gripper="franka"))
+        build(preset(ckpt, gripper="franka"))
     with pytest.raises(UserError, match="no model.safetensors"):
-        make_policy(preset(tmp_path))
+        build(preset(tmp_path))
     with pytest.raises(UserError, match="unknown unnorm_key 'libero_90_no_noops'.*libero_10_no_noops"):
-        make_policy(preset(ckpt, unnorm_key="libero_90_no_noops"))
+        build(preset(ckpt, unnorm_key="libero_90_no_noops"))
 
 
 def test_presets_exist_with_the_published_settings():

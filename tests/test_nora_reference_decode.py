@@ -15,6 +15,7 @@ import pytest
 from scipy.fft import idct
 
 from test_nora import BOUNDS, long_preset, observation, pick_chunk, spec  # noqa: F401  (fixtures below)
+from nora_bench.envs.libero import LIBERO_ACTION_SPEC
 from nora_bench.policies import make_policy
 from nora_bench.policies.tiny_nora import build_tiny_nora, fit_demo_fast
 
@@ -84,7 +85,7 @@ def cases(fast, small_fast):
 def test_reference_fallback_executes_what_the_published_decode_gives(tmp_path, fast, small_fast, kind):
     fast, emit, max_new = cases(fast, small_fast)[kind]
     path = build_tiny_nora(tmp_path / kind, emit=emit, fast=fast, time_horizon=5, max_new_tokens=max_new)
-    policy = make_policy(long_preset(path, decode_fallback="reference"))
+    policy = make_policy(long_preset(path, decode_fallback="reference"), LIBERO_ACTION_SPEC)
     policy.start_episode(spec())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

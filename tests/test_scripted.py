@@ -11,10 +11,11 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 import numpy as np
 import pytest
 
-from nora_bench.config import load_policy_preset
-from nora_bench.envs.base import Observation
+from nora_bench.config import RunConfig, load_policy_preset
+from nora_bench.envs.libero import LIBERO_ACTION_SPEC
 from nora_bench.episode import EpisodeSpec, ProtocolRun
 from nora_bench.policies import make_policy
+from nora_bench.types import Observation
 
 LIMITS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libero_10": 520, "libero_90": 400}
 
@@ -35,19 +36,30 @@ def env():
         e.close()
 
 
+class Recorder:
+    """The scripted policy, with the observations it saw and the actions it chose written down."""
+
+    def __init__(self, record: list | None, states: list | None):
+        self.policy = make_policy(load_policy_preset("scripted"), LIBERO_ACTION_SPEC)
+        self.requirements, self.record, self.states = self.policy.requirements, record, states
+
+    def start_episode(self, info):
+        self.policy.start_episode(info)
+
+    def act(self, observations):
+        if self.states is not None:
+            self.states.extend(observations)
+        chunks = self.policy.act(observations)
+        if self.record is not None:
+            self.record.extend(np.asarray(c.actions).copy() for c in chunks)
+        return chunks
+
+    def end_episode(self, key):
+        self.policy.end_episode(key)
+
+
 def run_episode(env, s: EpisodeSpec, record: list | None = None, states: list | None = None) -> dict:
-    policy = make_policy(load_policy_preset("scripted"))
-    policy.start_episode(s)
-
-    def act(obs):
-        if states is not None:
-            states.append(obs)
-        chunk = policy.act([obs])[0]
-        if record is not None:
-            record.append(np.asarray(chunk.actions).copy())
-        return chunk
-
-    return ProtocolRun(env, s, act).run()
+    return ProtocolRun(env, s, Recorder(record, states)).run()
 
 
 def test_privileged_state_only_when_asked_and_no_rendering(env):
@@ -109,8 +121,8 @@ def test_expert_is_deterministic(env):
     assert out_a["success"] and out_a["env_steps"] == out_b["env_steps"]
     assert len(a) == len(b) and all(np.allclose(x, y, atol=1e-3) for x, y in zip(a, b))
     # The policy itself is exactly deterministic: the same observations give the same actions.
-    policy = make_policy(load_policy_preset("scripted"))
-    policy.start_episode(s)
+    policy = make_policy(load_policy_preset("scripted"), LIBERO_ACTION_SPEC)
+    policy.start_episode(s.episode_info())
     replay = [policy.act([obs])[0].actions for obs in seen]
     assert all(np.array_equal(x, y) for x, y in zip(a, replay))
 
@@ -124,7 +136,7 @@ def test_unsupported_goal_is_reported_not_failed(env):
 
 
 def test_policy_without_state_stops_with_reason():
-    policy = make_policy(load_policy_preset("scripted"))
+    policy = make_policy(load_policy_preset("scripted"), LIBERO_ACTION_SPEC)
     chunk = policy.act([Observation(instruction="x", episode="e")])[0]
     assert chunk.stop and chunk.stop.startswith("unsupported: the env gives no privileged state")
 
@@ -133,12 +145,11 @@ def test_ray_path_records_success(tmp_path):
     """The expert through the scheduler's real Ray env workers, as a VLA would run."""
     import ray
 
-    from nora_bench.cli import resolve_config
     from nora_bench.results import load, task_table
     from nora_bench.run.rundir import RunDir
     from nora_bench.run.scheduler import ExecOptions, Scheduler
 
-    config = resolve_config("libero_object", "scripted", "3", "2", 7, None, None, None, None, False, False, "steps")
+    config = RunConfig.resolve(suite="libero_object", policy="scripted", tasks="3", trials=2, video=False)
     try:
         Scheduler(config, RunDir(tmp_path / "run"), ExecOptions(workers=2, progress=False)).run()
     finally:

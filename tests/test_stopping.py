@@ -9,7 +9,7 @@ import pytest
 
 from conftest import run_cli
 from nora_bench import UserError, results
-from nora_bench.cli import resolve_config
+from nora_bench.config import RunConfig
 from nora_bench.run.rundir import RunDir
 from nora_bench.run.scheduler import ExecOptions, Scheduler, expand, plan_order
 from nora_bench.run.stopping import StopRule, Stopper
@@ -17,8 +17,8 @@ from report_helpers import make_run, outcomes
 
 
 def keys_and_tasks(tasks: int, trials: int, seed: int = 7) -> tuple[list[str], dict]:
-    config = resolve_config("libero_spatial", "zero", ",".join(map(str, range(tasks))), str(trials), seed, None, None,
-                            None, None, False, False, "steps")
+    config = RunConfig.resolve(suite="libero_spatial", policy="zero", tasks=",".join(map(str, range(tasks))),
+                               trials=trials, seed=seed, video=False)
     specs = expand(config)
     order = plan_order(specs, seed)
     return order, {s.key: s.task_id for s in specs}
@@ -118,7 +118,7 @@ def test_in_process_run_stops_and_survives_resume(tmp_path):
     """The zero policy fails every episode: `halfwidth<=0.25 per task` stops one task of 12 init
     states after 4 (the interval [0, 0.5] ... [0, 0.33] shrinks with each failure); interrupted after
     2 episodes and resumed, it keeps its order and stops at the same episode."""
-    config = resolve_config("libero_spatial", "zero", "0", "12", 7, None, 3, None, None, False, False, "steps")
+    config = RunConfig.resolve(suite="libero_spatial", policy="zero", tasks="0", trials=12, max_steps=3, video=False)
     rule = StopRule.parse("halfwidth<=0.25 per task")
     seen = []
 

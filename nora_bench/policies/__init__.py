@@ -1,4 +1,10 @@
-"""Policies: one interface (`base.Policy`), built from presets (policies/*.yaml) by `make_policy`."""
+"""Policies: one interface (`base.Policy`), built from presets (policies/*.yaml) by `make_policy`.
+
+A policy kind is a class registered in `KINDS`; it is built as `Class(action_spec=..., **preset
+fields)` for the env it will drive. What it needs from the env (`Requirements`) is known from the
+preset before any policy is built (`preset_requirements`), and checked against the env's
+`ActionSpec` before the first episode.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,8 @@ import typing
 
 from nora_bench import UserError
 from nora_bench.config import check_types_of
-from nora_bench.policies.base import ActionChunk, Policy, Requirements
+from nora_bench.policies.base import Policy
+from nora_bench.types import ActionChunk, ActionSpec, Requirements
 
 # kind -> "module:factory"; imported lazily so that `zero` never pays for torch.
 KINDS: dict[str, str] = {
@@ -20,10 +27,13 @@ KINDS: dict[str, str] = {
 }
 
 # What a policy class must have (nora_bench/policies/base.py); checked before it is called.
-_CONTRACT = ("start_episode", "act")
+_CONTRACT = ("start_episode", "act", "end_episode")
 
 # Preset keys that describe the run rather than the policy object.
-_RUN_KEYS = {"name", "kind", "description", "chunk_exec", "serve", "resolved"}
+RUN_KEYS = frozenset({"name", "kind", "description", "chunk_exec", "serve", "resolved"})
+_RUN_KEYS = RUN_KEYS
+# Constructor arguments the harness passes, never a preset.
+_HARNESS_ARGS = ("self", "action_spec")
 
 
 def policy_class(preset: dict):
@@ -50,6 +60,31 @@ def policy_class(preset: dict):
     return cls
 
 
+def policy_params(preset: dict) -> dict:
+    """The preset's fields that configure the policy object (not the run)."""
+    return {k: v for k, v in preset.items() if k not in RUN_KEYS}
+
+
+def _param_default(cls, name: str, fallback):
+    p = inspect.signature(cls.__init__).parameters.get(name)
+    return fallback if p is None or p.default is inspect.Parameter.empty else p.default
+
+
+def preset_requirements(preset: dict) -> Requirements:
+    """What the policy a preset builds needs from the env, without building it: a class's own
+    `preset_requirements(params)` classmethod, else its `cameras` / `state` / `gripper` fields."""
+    cls = policy_class(preset)
+    params = policy_params(preset)
+    own = getattr(cls, "preset_requirements", None)
+    if own is not None:
+        return own(params)
+    # A preset that says nothing about cameras gets the class's default, else the third-person view.
+    cameras = params.get("cameras", _param_default(cls, "cameras", ("agentview",)))
+    state = params.get("state", _param_default(cls, "state", False))
+    return Requirements(cameras=tuple(cameras or ()), state=bool(state),
+                        gripper=params.get("gripper", _param_default(cls, "gripper", None)))
+
+
 def check_preset(preset: dict) -> dict:
     """Fail fast, before any worker starts, on what a preset needs (a class's optional `check_preset`).
 
@@ -70,7 +105,8 @@ def check_keys(cls, preset: dict) -> None:
     given = {k: v for k, v in preset.items() if k not in _RUN_KEYS}
     where = f"policy preset {preset.get('name')!r} (kind {preset['kind']})"
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        takes = [k for k, p in params.items() if k != "self" and p.kind is not inspect.Parameter.VAR_POSITIONAL]
+        takes = [k for k, p in params.items()
+                 if k not in _HARNESS_ARGS and p.kind is not inspect.Parameter.VAR_POSITIONAL]
         unknown = [k for k in given if k not in takes]
         if unknown:
             raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; {cls.__name__} takes: "
@@ -94,11 +130,12 @@ def override_preset(preset: dict, **overrides) -> dict:
     return {**preset, **given}
 
 
-def make_policy(preset: dict) -> Policy:
+def make_policy(preset: dict, action_spec: ActionSpec) -> Policy:
+    """The policy a preset describes, built for an env that declares `action_spec`."""
     cls = policy_class(preset)
-    kwargs = {k: v for k, v in preset.items() if k not in _RUN_KEYS}
+    kwargs = policy_params(preset)
     try:
-        policy = cls(**kwargs)
+        policy = cls(action_spec=action_spec, **kwargs)
     except TypeError as e:
         raise UserError(f"malformed policy preset {preset.get('name')!r}: {e}") from None
     except UserError:
@@ -117,4 +154,5 @@ class PolicyBuildError(UserError):
     """The policy could not be built from its preset (raised where it is built, reported by the driver)."""
 
 
-__all__ = ["ActionChunk", "Policy", "PolicyBuildError", "Requirements", "make_policy", "check_preset", "override_preset", "KINDS"]
+__all__ = ["ActionChunk", "Policy", "PolicyBuildError", "Requirements", "make_policy", "check_preset", "override_preset",
+           "preset_requirements", "policy_class", "policy_params", "KINDS", "RUN_KEYS"]

@@ -1,44 +1,48 @@
-"""The one policy interface: a batch of observations in, one action chunk per observation out."""
+"""The one policy interface: a batch of observations in, one action chunk per observation out.
+
+    requirements: Requirements                        # what the env must render / provide
+    start_episode(info: EpisodeInfo) -> None          # after env.reset (the instruction is known)
+    act(observations) -> list[ActionChunk]            # batched; obs.episode == info.key
+    end_episode(key: str) -> None                     # free per-episode state; always called, also on error
+
+A policy is built for one env's `ActionSpec` (`make_policy(preset, action_spec)`): the gripper
+values it emits are in that spec's convention, camera names resolve through its aliases.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-import numpy as np
-
-if TYPE_CHECKING:
-    from nora_bench.envs.base import Observation
-    from nora_bench.episode import EpisodeSpec
-
-
-@dataclass(frozen=True)
-class Requirements:
-    """What a policy needs from the env; the env renders nothing else."""
-
-    cameras: tuple[str, ...] = ("agentview",)
-    state: bool = False  # privileged simulator state (scripted expert)
-
-
-@dataclass
-class ActionChunk:
-    """A policy's answer to one observation.
-
-    `actions` is (T, action_dim). `failures` lists outputs that could not be used as produced
-    and were replaced by a fallback (e.g. a FAST+ decode failure): they are counted in the
-    episode record. `stop` ends the episode with that reason instead of acting.
-    """
-
-    actions: np.ndarray
-    failures: list[str] = field(default_factory=list)
-    stop: str | None = None
+from nora_bench.types import ActionChunk, ActionSpec, EpisodeInfo, Observation, Requirements
 
 
 class Policy(Protocol):
     requirements: Requirements
 
-    def start_episode(self, spec: "EpisodeSpec") -> None:
-        """Called before an episode's first query (per-episode seeds, state)."""
-        ...
+    def start_episode(self, info: EpisodeInfo) -> None: ...
 
-    def act(self, observations: list["Observation"]) -> list[ActionChunk]: ...
+    def act(self, observations: list[Observation]) -> list[ActionChunk]: ...
+
+    def end_episode(self, key: str) -> None: ...
+
+
+
+
+class FunctionPolicy:
+    """A policy from a function `observation -> ActionChunk` (no per-episode state): for tests,
+    benchmarks and experiments that script a policy in a few lines."""
+
+    def __init__(self, act_one, requirements: Requirements = Requirements()):
+        self.act_one, self.requirements = act_one, requirements
+
+    def start_episode(self, info: EpisodeInfo) -> None:
+        pass
+
+    def act(self, observations: list[Observation]) -> list[ActionChunk]:
+        return [self.act_one(o) for o in observations]
+
+    def end_episode(self, key: str) -> None:
+        pass
+
+
+__all__ = ["Policy", "FunctionPolicy", "ActionChunk", "ActionSpec", "EpisodeInfo", "Observation", "Requirements"]

@@ -26,19 +26,16 @@ import numpy as np
 
 from nora_bench import UserError
 from nora_bench.chunking import ChunkRule
-from nora_bench.policies.base import ActionChunk, Requirements
 from nora_bench.policies.checkpoints import resolve_folder
 from nora_bench.policies.fast import TRUNCATED, FastDecodeError, FastTokenizer
 from nora_bench.policies.nora_prompt import NoraPrompt
 from nora_bench.policies.unnorm import Bounds, load_bounds
+from nora_bench.types import GRIPPERS, ActionChunk, ActionSpec, EpisodeInfo, Requirements
 
 ACTION_TOKEN_MIN = 151665  # <robot_action_0>
 ACTION_TOKEN_MAX = 153712  # <robot_action_2047>
 ACTION_DIM = 7
 FALLBACKS = ("reference", "hold", "fail")
-GRIPPERS = ("libero", "bridge")
-# The gripper command before any action: open (LIBERO -1 = open; Bridge/WidowX 1.0 = open).
-GRIPPER_OPEN = {"libero": -1.0, "bridge": 1.0}
 DTYPES = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp16": "float16", "float16": "float16",
           "fp32": "float32", "float32": "float32"}
 ATTNS = ("auto", "flash_attention_2", "sdpa", "eager")
@@ -61,15 +58,16 @@ def postprocess_gripper(actions: np.ndarray, target: str) -> np.ndarray:
 class NoraPolicy:
     """A NORA / NORA-LONG checkpoint (see policies/nora*.yaml for the presets)."""
 
-    def __init__(self, checkpoint: str, time_horizon: int = 1, unnorm_key: str | None = None,
-                 norm_stats: str = "checkpoint", gripper: str = "libero", decode_fallback: str = "reference",
+    def __init__(self, action_spec: ActionSpec, checkpoint: str, time_horizon: int = 1, unnorm_key: str | None = None,
+                 norm_stats: str = "checkpoint", gripper: str | None = None, decode_fallback: str = "reference",
                  fast_tokenizer: str = "physical-intelligence/fast", cameras: list[str] | tuple[str, ...] = ("agentview",),
                  image_size: int = 224, image_resize: str = "openvla", device: str = "auto", dtype: str = "auto",
                  attn: str = "auto", max_new_tokens: int | None = None):
         import torch
 
         _check_choice("decode_fallback", decode_fallback, FALLBACKS)
-        _check_choice("gripper", gripper, GRIPPERS)
+        if gripper is not None:
+            _check_choice("gripper", gripper, tuple(GRIPPERS))
         from nora_bench.policies.images import check_pipeline
 
         self.image_pipeline = check_pipeline(image_resize)
@@ -77,8 +75,12 @@ class NoraPolicy:
             raise UserError(f"time_horizon must be >= 1, got {time_horizon}")
         if not cameras:
             raise UserError("a NORA preset needs one camera (cameras: [agentview])")
-        self.requirements = Requirements(cameras=tuple(cameras))
-        self.time_horizon, self.gripper, self.fallback = int(time_horizon), gripper, decode_fallback
+        # `gripper` in a preset names the env convention the checkpoint was fine-tuned for: a run on
+        # another env is refused before it starts. The post-processing follows the env's convention.
+        self.requirements = Requirements(cameras=tuple(cameras), gripper=gripper)
+        self.action_spec = action_spec
+        self.time_horizon, self.fallback = int(time_horizon), decode_fallback
+        self.gripper = action_spec.gripper.name
         self.device, self.dtype, self.attn = resolve_runtime(device, dtype, attn)
 
         self.checkpoint_dir, fast_dir, self.bounds = self.resolve_files(checkpoint, fast_tokenizer, norm_stats, unnorm_key)
@@ -89,7 +91,7 @@ class NoraPolicy:
         self.processor = AutoProcessor.from_pretrained(self.checkpoint_dir)
         check_action_tokens(self.processor.tokenizer, checkpoint)
         # The shared NORA prompt; it pads batches on the left so that every row's generation starts at the same place.
-        self.prompt = NoraPrompt(self.processor, cameras[0], image_size, image_resize)
+        self.prompt = NoraPrompt(self.processor, cameras[0], action_spec, image_size, image_resize)
         self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             self.checkpoint_dir, dtype=getattr(torch, self.dtype), attn_implementation=self.attn).to(self.device).eval()
         try:
@@ -150,16 +152,20 @@ class NoraPolicy:
                 "low": bounds.low.tolist(), "high": bounds.high.tolist(), "device": device, "dtype": dtype, "attn": attn}
 
     # -- the Policy interface ---------------------------------------------------------------------
-    def start_episode(self, spec) -> None:
-        rule = ChunkRule.parse(spec.chunk_exec)
+    def start_episode(self, info: EpisodeInfo) -> None:
+        rule = ChunkRule.parse(info.chunk_exec)
         if rule.kind == "all":
             last = self.time_horizon - 1
         elif rule.kind == "first":
             last = min(rule.k, self.time_horizon) - 1
         else:  # ensemble: every step mixes fresh predictions; the newest chunk's first row is the closest
             last = 0
-        self._last_row[spec.key] = last
-        self._gripper[spec.key] = GRIPPER_OPEN[self.gripper]
+        self._last_row[info.key] = last
+        self._gripper[info.key] = self.action_spec.gripper.open
+
+    def end_episode(self, key: str) -> None:
+        self._last_row.pop(key, None)
+        self._gripper.pop(key, None)
 
     def batch_key(self, obs) -> int:
         """Only prompts of one token length share a batch (no left padding): in bf16 a padded batch is not
@@ -220,7 +226,7 @@ class NoraPolicy:
                 reason += f" ({'+'.join(classes)}: {'zeros' if not normalized.any() else 'decoded as published'})"
             else:  # hold: no motion, the gripper as last commanded
                 actions = np.zeros((self.time_horizon, ACTION_DIM))
-                actions[:, -1] = self._gripper.get(key, GRIPPER_OPEN[self.gripper])
+                actions[:, -1] = self._gripper.get(key, self.action_spec.gripper.open)
             failures = [reason]
             row = min(self._last_row.get(key, self.time_horizon - 1), len(actions) - 1)
             self._gripper[key] = float(actions[row, -1])

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from nora_bench import UserError
-from nora_bench.policies.base import ActionChunk, Requirements
+from nora_bench.types import ActionChunk, ActionSpec, EpisodeInfo, Requirements
 from nora_bench.policies.checkpoints import resolve_folder
 from nora_bench.policies.nora import _check_choice, gripper_libero, hub_revision, resolve_runtime
 from nora_bench.policies.nora15_expert import (ACTION_DIM, CHUNK_LENGTH, EXPERT_HEADS, NUM_STEPS, WIDTH_MULTIPLIER,
@@ -58,8 +58,9 @@ def noise_generator(seed: int, key: str, query: int):
 class Nora15Policy:
     """A NORA-1.5 checkpoint (see policies/nora15*.yaml for the presets)."""
 
-    def __init__(self, checkpoint: str, vlm_config: str = "declare-lab/nora-long", processor: str = "declare-lab/nora",
-                 norm_stats: str = "nora15_libero", unnorm_key: str | None = None, gripper: str = "libero",
+    def __init__(self, action_spec: ActionSpec, checkpoint: str, vlm_config: str = "declare-lab/nora-long",
+                 processor: str = "declare-lab/nora", norm_stats: str = "nora15_libero", unnorm_key: str | None = None,
+                 gripper: str | None = None,
                  cameras: list[str] | tuple[str, ...] = ("agentview",), image_size: int = 224,
                  image_resize: str = "openvla", num_steps: int = NUM_STEPS, chunk_length: int = CHUNK_LENGTH,
                  width_multiplier: float = WIDTH_MULTIPLIER, expert_heads: int = EXPERT_HEADS,
@@ -69,7 +70,8 @@ class Nora15Policy:
 
         from nora_bench.policies.nora15_expert import load_nora15
 
-        _check_choice("gripper", gripper, GRIPPERS)
+        if gripper is not None:
+            _check_choice("gripper", gripper, GRIPPERS)
         from nora_bench.policies.images import check_pipeline
 
         check_pipeline(image_resize)
@@ -77,12 +79,16 @@ class Nora15Policy:
             raise UserError(f"num_steps must be >= 1, got {num_steps}")
         if not cameras:
             raise UserError("a NORA-1.5 preset needs one camera (cameras: [agentview])")
-        self.requirements = Requirements(cameras=tuple(cameras))
-        self.gripper, self.num_steps = gripper, int(num_steps)
+        # `gripper` in a preset: the env convention the checkpoint was fine-tuned for (checked before a
+        # run); the gripper rule applied is the env's (ActionSpec).
+        self.requirements = Requirements(cameras=tuple(cameras), gripper=gripper)
+        _check_choice("env gripper convention", action_spec.gripper.name, GRIPPERS)
+        self.gripper, self.num_steps = action_spec.gripper.name, int(num_steps)
         self.device, self.dtype, self.attn = resolve_runtime(device, dtype, attn)
         files = self.resolve_files(checkpoint, vlm_config, processor, norm_stats, unnorm_key)
         self.checkpoint_dir, self.bounds = files["checkpoint"], files["bounds"]
-        self.prompt = NoraPrompt(AutoProcessor.from_pretrained(files["processor"]), cameras[0], image_size, image_resize)
+        self.prompt = NoraPrompt(AutoProcessor.from_pretrained(files["processor"]), cameras[0], action_spec, image_size,
+                                 image_resize)
         self.model = load_nora15(self.checkpoint_dir, Qwen2_5_VLConfig.from_pretrained(files["vlm_config"]),
                                  dtype=getattr(torch, self.dtype), device=self.device, attn=self.attn,
                                  width_multiplier=float(width_multiplier), expert_heads=int(expert_heads),
@@ -145,8 +151,8 @@ class Nora15Policy:
                 "device": device, "dtype": dtype, "attn": attn}
 
     # -- the Policy interface ---------------------------------------------------------------------
-    def start_episode(self, spec) -> None:
-        self._episodes[spec.key] = [int(spec.seed), 0]
+    def start_episode(self, info: EpisodeInfo) -> None:
+        self._episodes[info.key] = [int(info.seed), 0]
 
     def end_episode(self, key: str) -> None:
         self._episodes.pop(key, None)

@@ -11,33 +11,29 @@ from __future__ import annotations
 
 import numpy as np
 
+from nora_bench.types import ActionSpec
 
 # How the model image is made from the env's camera image: policies/images.py (openvla_tf, openvla,
-# lanczos, qwen).
-# Names of the third-person camera image in observations: LIBERO's agentview, the WidowX full_image.
-THIRD_PERSON = ("agentview", "full_image")
-
-
-def env_camera(name: str) -> str:
-    # Observations carry LIBERO's full camera names; presets may use the short alias.
-    return {"wrist": "robot0_eye_in_hand"}.get(name, name)
+# lanczos, qwen). Which image: the preset's camera, by the env's canonical name (ActionSpec).
 
 
 class NoraPrompt:
     """Builds the processor inputs for a batch of observations (see the module docstring)."""
 
-    def __init__(self, processor, camera: str, image_size: int = 224, image_resize: str = "openvla"):
+    def __init__(self, processor, camera: str, action_spec: ActionSpec, image_size: int = 224,
+                 image_resize: str = "openvla"):
         from nora_bench.policies.images import pipeline
 
         self.pipeline = pipeline(image_resize)
-        self.processor, self.camera = processor, env_camera(camera)
+        self.processor, self.camera = processor, action_spec.resolve_camera(camera) or camera
+        # The canonical name or an alias of it (an observation written by hand may use either).
+        self.names = action_spec.camera_names(self.camera)
         self.image_size, self.image_resize = int(image_size), image_resize
         # Batches are padded on the left so that every row's prompt ends at the same place.
         processor.tokenizer.padding_side = "left"
 
     def model_image(self, obs) -> np.ndarray:
-        names = (self.camera,) + (THIRD_PERSON if self.camera in THIRD_PERSON else ())
-        name = next((n for n in names if n in obs.images), None)
+        name = next((n for n in self.names if n in obs.images), None)
         if name is None:
             # The scheduler renders the cameras the preset lists: a preset without them gives no image.
             raise ValueError(f"observation has no {self.camera!r} image (has {sorted(obs.images)}); "

@@ -13,23 +13,19 @@ from __future__ import annotations
 
 import numpy as np
 
-from nora_bench.policies.base import ActionChunk, Requirements
+from nora_bench import UserError
 from nora_bench.policies.scripted_skills import Planner
-
-# A policy replica may serve several episodes at once (batching actor); it keeps this many planners.
-MAX_OPEN_EPISODES = 64
+from nora_bench.types import ActionChunk, ActionSpec, EpisodeInfo, Requirements
 
 
 class ScriptedPolicy:
     """The privileged-state expert; one `Planner` per episode, keyed by the episode key."""
 
-    def __init__(self, cameras: list[str] | tuple[str, ...] = (), state: bool = True, max_grasp_attempts: int = 3,
-                 action_noise: float = 0.0):
+    def __init__(self, action_spec: ActionSpec, cameras: list[str] | tuple[str, ...] = (), state: bool = True,
+                 max_grasp_attempts: int = 3, action_noise: float = 0.0):
         if not state:
-            from nora_bench import UserError
-
             raise UserError("the scripted policy needs privileged state: set `state: true` in its preset")
-        self.requirements = Requirements(cameras=tuple(cameras), state=True)
+        self.requirements = self.preset_requirements({"cameras": cameras})
         self.max_grasp_attempts = max_grasp_attempts
         # A handicapped variant for comparisons (scripted-noisy): Gaussian noise of this standard
         # deviation on the six arm dimensions of every action, seeded per episode. 0: the expert.
@@ -41,13 +37,18 @@ class ScriptedPolicy:
         self._noise: dict[str, np.random.Generator] = {}
         self._planners: dict[str, Planner] = {}
 
-    def start_episode(self, spec) -> None:
-        self._planners.pop(spec.key, None)
-        self._planners[spec.key] = Planner(seed=spec.seed, max_grasp_attempts=self.max_grasp_attempts)
-        self._noise[spec.key] = np.random.default_rng([spec.seed, 0xA11CE])
-        while len(self._planners) > MAX_OPEN_EPISODES:  # finished episodes' planners, oldest first
-            self._noise.pop(next(iter(self._planners)), None)
-            self._planners.pop(next(iter(self._planners)))
+    @classmethod
+    def preset_requirements(cls, params: dict) -> Requirements:
+        # It plans in LIBERO's action convention (scripted_skills: -1 open, +1 close).
+        return Requirements(cameras=tuple(params.get("cameras", ())), state=True, gripper="libero")
+
+    def start_episode(self, info: EpisodeInfo) -> None:
+        self._planners[info.key] = Planner(seed=info.seed, max_grasp_attempts=self.max_grasp_attempts)
+        self._noise[info.key] = np.random.default_rng([info.seed, 0xA11CE])
+
+    def end_episode(self, key: str) -> None:
+        self._planners.pop(key, None)
+        self._noise.pop(key, None)
 
     def act(self, observations) -> list[ActionChunk]:
         out = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 from nora_bench import UserError
 from nora_bench.batching import Batcher, BatchOptions
 from nora_bench.policies import make_policy
+from nora_bench.types import ActionSpec, EpisodeInfo
 
 __all__ = ["BatchOptions", "PolicyActor", "PolicyRestarted"]
 
@@ -23,12 +24,12 @@ class PolicyRestarted(RuntimeError):
 class PolicyActor:
     """Async Ray actor around a `Policy`; model calls run one at a time on a single thread."""
 
-    def __init__(self, preset: dict, options: BatchOptions = BatchOptions()):
+    def __init__(self, preset: dict, action_spec: ActionSpec, options: BatchOptions = BatchOptions()):
         # A constructor that raises would leave the error in Ray's logs and the run waiting: keep it
         # for `ready()`, which the driver awaits before any episode.
         self.build_error: str | None = None
         try:
-            self.policy = make_policy(preset)
+            self.policy = make_policy(preset, action_spec)
         except UserError as e:
             self.policy, self.build_error = None, str(e)
         self._episodes: set[str] = set()
@@ -42,9 +43,14 @@ class PolicyActor:
     async def requirements(self):
         return self.policy.requirements
 
-    async def start_episode(self, spec) -> None:
-        self._episodes.add(spec.key)
-        await self.batcher.call(self.policy.start_episode, spec)
+    async def start_episode(self, info: EpisodeInfo) -> None:
+        self._episodes.add(info.key)
+        await self.batcher.call(self.policy.start_episode, info)
+
+    async def end_episode(self, key: str) -> None:
+        if key in self._episodes:
+            self._episodes.discard(key)
+            await self.batcher.call(self.policy.end_episode, key)
 
     async def act(self, observation):
         if observation.episode not in self._episodes:

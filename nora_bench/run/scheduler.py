@@ -19,7 +19,9 @@ from ray.exceptions import RayActorError, RayError
 
 from nora_bench import UserError, __version__
 from nora_bench.config import RunConfig
+from nora_bench.envs import env_class
 from nora_bench.episode import ERROR, EpisodeResult, EpisodeSpec
+from nora_bench.policies import preset_requirements
 from nora_bench.run.policy_actor import BatchOptions, PolicyActor
 from nora_bench.run.rundir import RunDir, now, package_versions
 from nora_bench.run.setup_gate import SetupGate
@@ -71,9 +73,10 @@ def episode_seed(run_seed: int, key: str) -> int:
 def expand(config: RunConfig) -> list[EpisodeSpec]:
     """(task, trial) episode specs of a run, ordered by task then trial."""
     suite = config.suite_spec
-    policy = config.policy
-    # A preset that says nothing about cameras gets the third-person view, as every VLA here needs.
-    cameras = tuple(policy.get("cameras", ("agentview",)))
+    # What the policy needs is the one source of what the env renders (besides the video).
+    needs = preset_requirements(config.policy)
+    spec_of_env = env_class(suite.env).action_spec
+    cameras = tuple(spec_of_env.resolve_camera(c) or c for c in needs.cameras)
     video_cameras: tuple[str, ...] = ()
     if config.video:
         video_cameras = ("agentview", "wrist") if config.video_wrist else ("agentview",)
@@ -86,7 +89,7 @@ def expand(config: RunConfig) -> list[EpisodeSpec]:
                 num_steps_wait=config.num_steps_wait, chunk_exec=config.chunk_exec,
                 distractors=config.distractors, distractor_names=tuple(suite.distractor_names),
                 camera_size=suite.camera_size, cameras=cameras,
-                state=bool(policy.get("state", False)), video_cameras=video_cameras,
+                state=needs.state, video_cameras=video_cameras,
                 video_frames=config.video_frames, env_options=_env_options(suite, task),
                 scene=config.scene, scene_seed=config.scene_seed, success_check=config.success_check)
             specs.append(replace(spec, seed=episode_seed(config.seed, spec.key)))
@@ -148,13 +151,6 @@ def _baseline(rule) -> tuple[list[str], dict]:
     recorded = base.read_json(RunDir.ORDER)
     keys = recorded["keys"] if recorded else sorted(outcomes)  # runs before orders: task-then-trial order
     return [k for k in keys if k in outcomes], outcomes
-
-
-def _operator_driven(config: RunConfig) -> bool:
-    """An env that talks to an operator on this terminal (real robot) runs in this process, never on Ray."""
-    from nora_bench.envs import operator_driven
-
-    return operator_driven(config.suite["env"])
 
 
 def default_workers(n_episodes: int) -> int:
@@ -242,7 +238,8 @@ class Scheduler:
         self.rule = rule  # a stopping.StopRule (--until / --versus) or None: run every episode
         self.stopper = None
         self.finished = 0  # episodes this call ran to a record
-        self.versions = package_versions()
+        self.env_cls = env_class(config.suite["env"])
+        self.versions = package_versions(self.env_cls.versions())
         self.policy_stats: list[dict] = []
 
     def run(self, on_result=None) -> int:
@@ -267,7 +264,8 @@ class Scheduler:
         # earlier records of this run show it acting.
         self._gate = SetupGate(limit=min(len(todo), SETUP_GATE_EPISODES), policy=self.config.policy.get("name", ""),
                                proven=resumed and any(r.get("env_steps") for r in self.run_dir.records()))
-        if self.options.in_process or _operator_driven(self.config):
+        # An env that talks to an operator on this terminal (real robot) runs in this process, never on Ray.
+        if self.options.in_process or self.env_cls.operator_driven:
             self._drive_in_process(todo, on_result)
             self._gate.finish()
             return self.finished
@@ -314,13 +312,13 @@ class Scheduler:
         cls = ray.remote(PolicyActor).options(num_cpus=o.policy_cpus, num_gpus=o.policy_gpus, resources=o.policy_resources or None,
                                               max_restarts=-1, max_concurrency=1000)
         batch = BatchOptions(o.max_batch_size, o.max_wait_ms)
-        return [cls.remote(self.config.policy, batch) for _ in range(o.policy_replicas)]
+        return [cls.remote(self.config.policy, self.env_cls.action_spec, batch) for _ in range(o.policy_replicas)]
 
     def _new_worker(self, index: int):
         actor = self._replicas[index % len(self._replicas)] if self._replicas else None
         return RemoteEnvWorker.options(
             num_cpus=1, memory=ENV_WORKER_MEMORY, max_restarts=0,
-        ).remote(self.config.policy, f"worker{index}", actor, self.options.render_threads, True)
+        ).remote(self.config.policy, self.env_cls.kind, f"worker{index}", actor, self.options.render_threads, True)
 
     def _drive(self, todo: list[_Pending], n_workers: int, on_result) -> None:
         self._replicas = self._policy_actors()
@@ -404,7 +402,7 @@ class Scheduler:
             ray.kill(w, no_restart=True)
 
     def _drive_in_process(self, todo: list[_Pending], on_result) -> None:
-        worker = EnvWorker(self.config.policy, "driver", render_threads=self.options.render_threads)
+        worker = EnvWorker(self.config.policy, self.env_cls.kind, "driver", render_threads=self.options.render_threads)
         try:
             for p in todo:
                 if self._skip(p.spec):
@@ -452,6 +450,7 @@ class Scheduler:
             attempt_errors=p.errors[:-1] if outcome["termination"] == ERROR else list(p.errors),
             policy=policy.get("name", ""), checkpoint=policy.get("checkpoint"), video=rel,
             timings=outcome.get("timings", {}), env_info=outcome.get("env_info", {}),
+            policy_info=outcome.get("policy_info", {}),
             worker=outcome.get("worker", ""), node=outcome.get("node", ""), finished_at=now(), harness_version=__version__,
             versions=self.versions,
         )

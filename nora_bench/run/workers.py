@@ -16,11 +16,11 @@ import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from nora_bench import UserError
-from nora_bench.envs import configure_rendering, make_env
-from nora_bench.envs.base import Observation
+from nora_bench.envs import configure_rendering, env_class, make_env
 from nora_bench.episode import ERROR, EpisodeSpec, InfrastructureError, ProtocolRun
 from nora_bench.policies import make_policy
 from nora_bench.run.policy_actor import PolicyRestarted
+from nora_bench.types import ActionChunk, EpisodeInfo, Observation, Requirements
 from nora_bench.video import VideoWriter
 
 # About 1.5 GB per LIBERO env (REFERENCE.md section 5): Ray places no more workers than memory allows.
@@ -29,11 +29,44 @@ ENV_WORKER_MEMORY = int(1.5 * 2**30)
 POLICY_RESTART_WAIT_S = 600.0
 
 
-class EnvWorker:
-    """Runs episodes on its env, with a local policy or a handle to a policy actor."""
+class ActorPolicy:
+    """The Policy contract over a policy actor: one remote call per method."""
 
-    def __init__(self, policy_preset: dict, name: str = "", policy_actor=None, render_threads: int | None = None,
-                 defer_build_error: bool = False):
+    def __init__(self, actor, spec: EpisodeSpec):
+        self.actor, self.spec = actor, spec
+        self.requirements = Requirements(cameras=spec.cameras, state=spec.state)
+
+    def start_episode(self, info: EpisodeInfo) -> None:
+        _call(self.actor.start_episode.remote(info))
+
+    def act(self, observations: list[Observation]) -> list[ActionChunk]:
+        # Only the images the policy asked for travel (not the video's extra cameras).
+        spec = self.spec
+        return [_call(self.actor.act.remote(Observation(
+            obs.instruction, obs.episode, {c: obs.images[c] for c in spec.cameras if c in obs.images},
+            obs.state if spec.state else None))) for obs in observations]
+
+    def end_episode(self, key: str) -> None:
+        try:  # best effort: a dead actor has freed the episode's state anyway
+            ray.get(self.actor.end_episode.remote(key), timeout=30)
+        except (RayActorError, GetTimeoutError, PolicyRestarted):
+            pass
+
+
+def _call(ref):
+    try:
+        return ray.get(ref)
+    except RayActorError as e:
+        raise InfrastructureError(f"policy actor died: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
+    except PolicyRestarted as e:  # raised in the actor, re-raised here by ray.get
+        raise InfrastructureError(f"policy actor died and was restarted: {str(e).splitlines()[0][:300]}") from e
+
+
+class EnvWorker:
+    """Runs episodes of one env kind, with a local policy or a handle to a policy actor."""
+
+    def __init__(self, policy_preset: dict, env_kind: str, name: str = "", policy_actor=None,
+                 render_threads: int | None = None, defer_build_error: bool = False):
         if render_threads:
             # llvmpipe renders with one thread per core by default; several workers on one
             # machine oversubscribe the cores unless each keeps to its share.
@@ -42,13 +75,15 @@ class EnvWorker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.node = ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
         self.policy_actor = policy_actor
+        self.env_kind = env_kind
+        self.env_cls = env_class(env_kind)
         self.env = None
-        self.env_kind = None
         # A Ray actor whose constructor raises leaves its error in Ray's worker logs only: keep it
         # for `ready()`, which the driver awaits before any episode (deferred only on Ray).
         self.build_error: str | None = None
         try:
-            self.policy = None if policy_actor is not None else make_policy(policy_preset)
+            self.policy = (None if policy_actor is not None
+                           else make_policy(policy_preset, self.env_cls.action_spec))
         except UserError as e:
             if not defer_build_error:
                 raise
@@ -63,15 +98,16 @@ class EnvWorker:
 
     def run(self, spec: EpisodeSpec) -> tuple[dict[str, Any], bytes | None]:
         """One episode -> (outcome fields, mp4 bytes or None). Exceptions become an ERROR outcome."""
-        from nora_bench.envs import video_fps  # the env's control rate: videos play in real time
-
-        writer = VideoWriter(fps=video_fps(spec)) if spec.video_cameras else None
+        # The env's control rate: videos play in real time.
+        fps = self.env_cls.video_fps(dict(spec.env_options))
+        writer = VideoWriter(fps=fps) if spec.video_cameras else None
         try:
-            if self.env is None or self.env_kind != spec.env:
-                self._close_env()
+            if spec.env != self.env_kind:
+                raise ValueError(f"a {self.env_kind} worker got an episode of env {spec.env!r}")
+            if self.env is None:
                 self.env = make_env(spec.env)
-                self.env_kind = spec.env
-            out = ProtocolRun(self.env, spec, self._bind_policy(spec), writer.add if writer else None).run()
+            policy = self.policy if self.policy is not None else ActorPolicy(self.policy_actor, spec)
+            out = ProtocolRun(self.env, spec, policy, writer.add if writer else None).run()
             out.update(self.env.info)
             out["env_info"] = self.env.episode_info()
         except InfrastructureError as e:
@@ -90,31 +126,6 @@ class EnvWorker:
         out["node"] = self.node
         return out, video
 
-    def _bind_policy(self, spec: EpisodeSpec):
-        """The episode's `act(observation) -> ActionChunk`."""
-        if self.policy is not None:
-            self.policy.start_episode(spec)
-            return lambda obs: self.policy.act([obs])[0]
-        actor = self.policy_actor
-        self._call(actor.start_episode.remote(spec))
-
-        def act(obs: Observation):
-            # Only the images the policy asked for travel (not the video's extra cameras).
-            compact = Observation(obs.instruction, obs.episode, {c: obs.images[c] for c in spec.cameras if c in obs.images},
-                                  obs.state if spec.state else None)
-            return self._call(actor.act.remote(compact))
-
-        return act
-
-    @staticmethod
-    def _call(ref):
-        try:
-            return ray.get(ref)
-        except RayActorError as e:
-            raise InfrastructureError(f"policy actor died: {type(e).__name__}: {str(e).splitlines()[0][:300]}") from e
-        except PolicyRestarted as e:  # raised in the actor, re-raised here by ray.get
-            raise InfrastructureError(f"policy actor died and was restarted: {str(e).splitlines()[0][:300]}") from e
-
     def _wait_for_policy(self) -> None:
         deadline = time.monotonic() + POLICY_RESTART_WAIT_S
         while time.monotonic() < deadline:
@@ -131,7 +142,6 @@ class EnvWorker:
             except Exception:
                 pass
         self.env = None
-        self.env_kind = None
 
     def shutdown(self) -> None:
         self._close_env()
