@@ -18,8 +18,8 @@ class StallOncePolicy(ZeroPolicy):
         self.marker, self.episode, self.at_query = marker, episode, at_query
         self.queries: dict[str, int] = {}
 
-    def start_episode(self, spec) -> None:
-        self.queries[spec.key] = 0
+    def start_episode(self, info) -> None:
+        self.queries[info.key] = 0
 
     def act(self, observations):
         for o in observations:

@@ -78,11 +78,10 @@ def spec(suite, task, trial, **kw):
                        seed=kw.pop("seed", 0), max_steps=kw.pop("max_steps", 1), **kw)
 
 
-class Zero:
-    def __call__(self, obs):
-        from nora_bench.policies.base import ActionChunk
+def Zero():
+    from nora_bench.policies.base import ActionChunk, FunctionPolicy
 
-        return ActionChunk(np.array([DUMMY], dtype=float))
+    return FunctionPolicy(lambda obs: ActionChunk(np.array([DUMMY], dtype=float)))
 
 
 @pytest.fixture(scope="module")
@@ -117,25 +116,25 @@ def test_success_step_and_final_state_match_the_published_loop(env):
     """The scripted expert as the model on both sides: same success step, same final state."""
     from nora_bench.envs.base import Observation
     from nora_bench.envs.libero_state import read_state
+    from nora_bench.envs.libero import LIBERO_ACTION_SPEC
     from nora_bench.policies.scripted import ScriptedPolicy
 
     suite, task, seed, limit = "libero_spatial", 0, 3, 260
-    expert = ScriptedPolicy()
+    expert = ScriptedPolicy(LIBERO_ACTION_SPEC)
 
     def model(raw, sim, episode_idx):
         key = spec(suite, task, episode_idx).key
         if key not in expert._planners:
-            expert.start_episode(spec(suite, task, episode_idx, seed=seed))
+            expert.start_episode(spec(suite, task, episode_idx, seed=seed).episode_info())
         state = {k: np.asarray(v) for k, v in raw.items() if not k.endswith("_image")}
         state.update(read_state(sim, raw))
         return expert.act([Observation("", episode=key, state=state)])[0].actions[0].tolist()
 
     reference = published_loop(suite, task, n_trials=2, model=model, max_steps=limit, render=False)
-    policy = ScriptedPolicy()
+    policy = ScriptedPolicy(LIBERO_ACTION_SPEC)
     for trial in (1, 0):
         s = spec(suite, task, trial, seed=seed, max_steps=limit, state=True, cameras=())
-        policy.start_episode(s)
-        out = ProtocolRun(env, s, lambda obs: policy.act([obs])[0]).run()
+        out = ProtocolRun(env, s, policy).run()
         want = reference[trial]
         assert want["success_step"] is not None, "the expert must solve the reference trial"
         assert out["success"] and out["env_steps"] == want["success_step"], (trial, out, want["success_step"])
