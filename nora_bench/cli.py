@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nora_bench import UserError
-from nora_bench.config import RunConfig, load_policy_preset, load_suite, policy_names, suite_names
+from nora_bench.config import RunConfig, load_policy_preset, load_suite, parse_index_list, policy_names, suite_names
 from nora_bench.envs.widowx_sim_server import command as widowx_sim_server_command
 from nora_bench.run.rundir import RecordWarning
 from nora_bench.selftest import selftest

@@ -30,8 +30,6 @@ class ScriptedPolicy:
         # A handicapped variant for comparisons (scripted-noisy): Gaussian noise of this standard
         # deviation on the six arm dimensions of every action, seeded per episode. 0: the expert.
         if action_noise < 0:
-            from nora_bench import UserError
-
             raise UserError(f"action_noise must be >= 0 (got {action_noise})")
         self.action_noise = float(action_noise)
         self._noise: dict[str, np.random.Generator] = {}
