@@ -1,0 +1,1 @@
+"""Wire formats of the policy-server protocols nora-bench speaks (client and server side)."""
