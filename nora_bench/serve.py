@@ -73,6 +73,9 @@ class PolicyServer:
         # The server accepts every optional field of its layout (the client chooses what to send).
         self.layout = Layout.resolve(options.layout, options.protocol, "--layout").select(
             {"send_wrist_image": True, "send_state": True})
+        if policy.requirements.state:
+            raise UserError(f"policy {preset.get('name')!r} needs the simulator's privileged state, which no wire "
+                            "protocol carries: it cannot be served")
         self.required = tuple(action_spec.resolve_camera(c) or c for c in policy.requirements.cameras)
         carried = {action_spec.resolve_camera(c) or c for c in self.layout.cameras}
         missing = [c for c in self.required if c not in carried]

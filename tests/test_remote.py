@@ -213,6 +213,36 @@ def test_server_down_is_one_line_at_check_and_infrastructure_error_later():
         policy.start_episode(episode())
 
 
+def test_a_server_that_dies_mid_episode_is_reconnected_with_backoff(tmp_path, monkeypatch):
+    from nora_bench.episode import InfrastructureError
+
+    monkeypatch.setenv("REMOTE_TEST_FLAG", str(tmp_path / "died"))
+    port = free_port()
+    proc = start_server("openpi-server", port, "die-once")  # exits on its 3rd query, once
+    policy = remote(port, reconnect_attempts=8, backoff_s=0.2)
+    try:
+        policy.start_episode(episode())
+        obs = observation("libero_spatial/task000/trial00")
+        policy.act([obs])
+        policy.act([obs])
+        with pytest.raises(InfrastructureError, match="closed the connection"):
+            policy.act([obs])
+        policy.end_episode(obs.episode)
+        proc.wait(timeout=30)
+        assert proc.returncode == 17
+        restarted = {}
+        # The re-run episode reconnects with backoff while the server comes back.
+        threading.Timer(0.3, lambda: restarted.setdefault("proc", start_server("openpi-server", port, "die-once"))).start()
+        policy.start_episode(episode())
+        chunk = policy.act([obs])[0]
+        assert chunk.actions.shape == (5, 7) and chunk.info["remote"]["reconnects"] >= 1
+        policy.close()
+    finally:
+        stop(proc)
+        if "proc" in restarted:
+            stop(restarted["proc"])
+
+
 # -- nora-bench's client against the real vla-eval model server ------------------------------------------
 @pytest.fixture
 def vla_eval_server(request):
