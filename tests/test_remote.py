@@ -1,7 +1,6 @@
 """Remote policies, both ways, against the real published packages on loopback.
 
-Pinned (pyproject.toml `test` extra): openpi-client 0.1.2, openpi-server 0.1.0, vla-eval 0.8.0
-(installed with --no-deps plus what its protocol, server and LIBERO modules import).
+Pinned (pyproject.toml `test` extra): openpi-client 0.1.2, openpi-server 0.1.0, vla-eval 0.8.0.
 - nora-bench's client against openpi's own `WebsocketPolicyServer` and vla-eval's own
   `PredictModelServer` + `serve_async` (tests/remote_helpers.py);
 - openpi's own `WebsocketClientPolicy` and vla-eval's own `Connection` against `nora-bench serve`.
