@@ -21,6 +21,7 @@ import asyncio
 import http
 import itertools
 import logging
+import os
 import time
 import traceback
 import uuid
@@ -124,7 +125,8 @@ class PolicyServer:
             server = await serve(lambda ws: handler(self, ws), self.options.host, self.options.port,
                                  compression=None, max_size=None, ping_interval=None, process_request=_health)
         except OSError as e:
-            raise UserError(f"cannot listen on {self.options.host}:{self.options.port}: {e.strerror or e}; "
+            reason = os.strerror(e.errno) if e.errno else str(e)
+            raise UserError(f"cannot listen on {self.options.host}:{self.options.port}: {reason}; "
                             "pick another --port") from None
         async with server:
             port = server.sockets[0].getsockname()[1]
