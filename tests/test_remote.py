@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 
 from nora_bench import UserError
-from nora_bench.batching import Batcher, BatchOptions
 from nora_bench.policies.remote import RemotePolicy, RemotePolicyError, public_url
 from nora_bench.types import ActionSpec, EpisodeInfo, Observation
 from nora_bench.wire import openpi as openpi_wire
@@ -111,46 +110,6 @@ def test_layout_errors_name_the_key():
 def test_public_url_drops_credentials():
     assert public_url("wss://user:secret@host.example:8443/policy?token=abc") == "wss://host.example:8443/policy"
     assert public_url("ws://127.0.0.1:8000") == "ws://127.0.0.1:8000"
-
-
-# -- the batcher ---------------------------------------------------------------------------------------
-def test_batcher_groups_by_batch_key_oldest_first():
-    """A policy's `batch_key` splits batches (NORA: prompt length); the oldest request's key goes first."""
-    policy = EchoPolicy(key_by_prompt_length=True)
-    prompts = ["aa", "bbb", "cc", "ddd", "ee", "fff", "gg"]
-
-    async def main():
-        batcher = Batcher(policy, BatchOptions(max_batch_size=3, max_wait_ms=50))
-        obs = [Observation(p, f"e{i}", {"agentview": IMAGE}) for i, p in enumerate(prompts)]
-        # All submitted before the loop runs: the grouping is deterministic.
-        results = await asyncio.gather(*(batcher.submit(o) for o in obs))
-        batcher.close()
-        return results
-
-    results = asyncio.run(main())
-    assert policy.batches == [["aa", "cc", "ee"], ["bbb", "ddd", "fff"], ["gg"]]
-    for prompt, (chunk, timing) in zip(prompts, results):
-        np.testing.assert_array_equal(chunk.actions, echo_actions(IMAGE, prompt))
-        assert timing.batch_size == (1 if prompt == "gg" else 3)
-
-
-def test_batcher_without_key_fills_batches_and_errors_reach_every_caller():
-    class Failing(EchoPolicy):
-        def act(self, observations):
-            raise RuntimeError("model on fire")
-
-    async def main(policy):
-        batcher = Batcher(policy, BatchOptions(max_batch_size=4, max_wait_ms=50))
-        obs = [Observation(f"p{i}", f"e{i}", {"agentview": IMAGE}) for i in range(6)]
-        out = await asyncio.gather(*(batcher.submit(o) for o in obs), return_exceptions=True)
-        batcher.close()
-        return out
-
-    policy = EchoPolicy()
-    asyncio.run(main(policy))
-    assert [len(b) for b in policy.batches] == [4, 2]
-    out = asyncio.run(main(Failing()))
-    assert all(isinstance(e, RuntimeError) and "model on fire" in str(e) for e in out)
 
 
 # -- nora-bench's client against the real openpi server ------------------------------------------------
