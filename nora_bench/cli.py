@@ -20,6 +20,7 @@ from rich.text import Text
 from nora_bench import UserError
 from nora_bench.config import RunConfig, load_policy_preset, load_suite, parse_index_list, policy_names, suite_names
 from nora_bench.envs.widowx_sim_server import command as widowx_sim_server_command
+from nora_bench.serve import command as serve_command
 from nora_bench.run.rundir import RecordWarning
 from nora_bench.selftest import selftest
 
@@ -302,6 +303,7 @@ def table(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
 
 
 app.command("widowx-sim-server")(widowx_sim_server_command)
+app.command("serve")(serve_command)  # nora_bench/serve.py
 
 
 @app.command()

@@ -24,6 +24,7 @@ KINDS: dict[str, str] = {
     "random": "nora_bench.policies.trivial:RandomPolicy",
     "nora": "nora_bench.policies.nora:NoraPolicy",
     "nora15": "nora_bench.policies.nora15:Nora15Policy",  # NORA-1.5: flow-matching action expert
+    "remote": "nora_bench.policies.remote:RemotePolicy",  # a policy server: openpi or vla-eval protocol
 }
 
 # What a policy class must have (nora_bench/policies/base.py); checked before it is called.
