@@ -87,8 +87,9 @@ def print_tables(df, run_dir: Path | None = None) -> None:
 
 @app.command()
 def run(
-    suite: str = typer.Argument(..., help="Suite preset (see `nora-bench suites`), alias, or a suite YAML file."),
-    policy: str = typer.Option("zero", "--policy", "-p", help="Policy preset (see `nora-bench policies`) or YAML file."),
+    suite: Optional[str] = typer.Argument(None, help="Suite preset (see `nora-bench suites`), alias, or a suite YAML file (default: the recipe's)."),
+    policy: Optional[str] = typer.Option(None, "--policy", "-p", help="Policy preset (see `nora-bench policies`) or YAML file (default: the recipe's, else zero)."),
+    recipe: Optional[str] = typer.Option(None, help="Run a repro recipe (see `nora-bench recipes`): the published protocol of a published rate; options given too are recorded deviations."),
     tasks: Optional[str] = typer.Option(None, help="Task ids, e.g. 0,1 or 0-4 (default: all of the suite)."),
     trials: Optional[str] = typer.Option(None, help="N trials (init states 0..N-1) or a list like 0,3,7 (default: the suite's)."),
     workers: Optional[int] = typer.Option(None, help="Env workers (default: as many as CPU cores and memory allow)."),
@@ -100,9 +101,9 @@ def run(
     video: bool = typer.Option(True, "--video/--no-video", help="Write a rollout mp4 per episode."),
     video_wrist: bool = typer.Option(False, "--video-wrist", help="Put the wrist camera beside agentview in videos."),
     video_frames: str = typer.Option("steps", help="Video frames at every env step (steps) or at policy queries only (queries)."),
-    scene: str = typer.Option("reference", help="LIBERO fixture placement: reference (the published scripts' scene for each trial) or episode (seeded per episode)."),
-    scene_seed: int = typer.Option(0, help="The published scripts' env.seed() for reference scenes: 0 (OpenVLA, NORA) or 7 (openpi)."),
-    success_check: str = typer.Option("any_step", help="When success counts: any_step (OpenVLA's script) or chunk_end (only after a whole chunk, NORA's LIBERO script)."),
+    scene: Optional[str] = typer.Option(None, help="LIBERO fixture placement: reference (the published scripts' scene for each trial) or episode (seeded per episode)."),
+    scene_seed: Optional[int] = typer.Option(None, help="The published scripts' env.seed() for reference scenes: 0 (OpenVLA, NORA; default) or 7 (openpi)."),
+    success_check: Optional[str] = typer.Option(None, help="When success counts: any_step (OpenVLA's script) or chunk_end (only after a whole chunk, NORA's LIBERO script)."),
     robot_host: Optional[str] = typer.Option(None, help="Real-robot suites: host of the bridge_data_robot WidowX server."),
     robot_port: Optional[int] = typer.Option(None, help="Real-robot suites: port of the WidowX server (default: the suite's, 5556)."),
     out: Optional[Path] = typer.Option(None, help="Run folder (default: results/<suite>-<policy>-<time>). An existing run folder with the same settings is resumed."),
@@ -133,6 +134,26 @@ def run(
     try:
         if policy_replicas < 1 or max_batch < 1 or max_wait_ms < 0 or policy_gpus < 0:
             raise UserError("--policy-replicas and --max-batch must be >= 1, --max-wait-ms and --policy-gpus >= 0")
+        rcp = None
+        if recipe is not None:
+            # The recipe gives every value the command line leaves out (explicit options win: verify lists them).
+            from nora_bench.recipes import load_recipe
+
+            rcp = load_recipe(recipe)
+            pinned = rcp.run
+            suite, policy = suite or rcp.suite, policy or rcp.policy
+            tasks = tasks if tasks is not None else (None if pinned.get("tasks") == "all" else pinned.get("tasks"))
+            trials = trials if trials is not None else (str(pinned["trials"]) if "trials" in pinned else None)
+            chunk_exec = chunk_exec or pinned.get("chunk_exec")
+            max_steps = max_steps or pinned.get("max_steps")
+            step_unit = step_unit or pinned.get("step_unit")
+            scene = scene or pinned.get("scene")
+            scene_seed = pinned.get("scene_seed") if scene_seed is None else scene_seed
+            success_check = success_check or pinned.get("success_check")
+        if suite is None:
+            raise UserError("name a suite (nora-bench run SUITE ...) or a recipe (--recipe NAME; see `nora-bench recipes`)")
+        policy = policy or "zero"
+        scene, scene_seed, success_check = scene or "reference", 0 if scene_seed is None else scene_seed, success_check or "any_step"
         from nora_bench.run.stopping import StopRule
 
         rule = StopRule.parse(until, alpha, str(versus) if versus else None)
@@ -147,6 +168,9 @@ def run(
         # Model overrides go into the policy preset (recorded in config.yaml); then fail fast on missing files.
         from nora_bench.policies import check_preset, override_preset
 
+        if rcp is not None:
+            config.recipe = rcp.name
+            config.policy = {**config.policy, **{k: v for k, v in rcp.policy_fields.items() if v is not None}}
         config.policy = override_preset(config.policy, checkpoint=checkpoint, device=device, dtype=dtype, attn=attn)
         config.policy = check_preset(config.policy)
         if resume is not None:
@@ -348,6 +372,52 @@ def suites(family: Optional[str] = typer.Option(None, help="Only this suite fami
                 status = "[green]runnable[/]"
             t.add_row(escape(r.name), r.base_suite or "-", escape(r.level or "-"), str(r.num_tasks), states, status)
         console.print(t)
+
+
+@app.command()
+def recipes() -> None:
+    """The repro recipes: the published protocol and rate each one reproduces."""
+    from nora_bench.recipes import load_recipe, recipe_names
+
+    t = Table(title="Recipes (nora-bench run --recipe NAME; nora-bench verify RUN)")
+    for c in ("recipe", "suite", "policy", "published", "protocol"):
+        t.add_column(c)
+    for name in recipe_names():
+        r = load_recipe(name)
+        run = r.run
+        t.add_row(name, r.suite, r.policy, f"{100 * r.published['rate']:.1f}%",
+                  f"{run.get('max_steps')} {run.get('step_unit')}, chunk {run.get('chunk_exec')}, "
+                  f"success {run.get('success_check')}, scene seed {run.get('scene_seed')}, "
+                  f"images {r.policy_fields.get('image_resize')}")
+    console.print(t)
+
+
+@app.command()
+def verify(run_dir: Path = typer.Argument(..., help="A run folder."),
+           recipe: Optional[str] = typer.Option(None, help="The recipe to verify against (default: the one the run used).")) -> None:
+    """Is a run the published protocol, and is its success rate consistent with the published one?"""
+    from nora_bench.recipes import ALPHA, verify as verify_run
+
+    try:
+        rcp, verdicts, deviations = verify_run(run_dir, recipe)
+    except UserError as e:
+        fail(str(e))
+    console.print(f"[bold]{rcp.name}[/]: {rcp.description}; published {100 * rcp.published['rate']:.1f}% "
+                  f"({rcp.sources.get('published', '')})", highlight=False)
+    t = Table(title="Success vs the published rate (exact binomial test, 95% Wilson interval)")
+    for c in ("suite", "episodes", "successes", "rate", "95% CI", "published", "p", "verdict"):
+        t.add_column(c)
+    for v in verdicts:
+        t.add_row(v.suite, str(v.episodes), str(v.successes), f"{100 * v.rate:.1f}%",
+                  f"[{100 * v.ci_low:.1f}, {100 * v.ci_high:.1f}]", f"{100 * v.published:.1f}%", f"{v.p_value:.3g}",
+                  "consistent" if v.consistent else f"INCONSISTENT (p < {ALPHA})")
+    console.print(t)
+    if deviations:
+        console.print(f"[bold red]The run deviated from the recipe in {len(deviations)} field(s):[/]")
+        for d in deviations:
+            console.print(f"  - {d}", highlight=False, soft_wrap=True)
+    else:
+        console.print("[bold green]The run is the recipe's protocol in every pinned field.[/]")
 
 
 @app.command()

@@ -265,6 +265,7 @@ class RunConfig:
     scene: str = "reference"  # LIBERO fixture placement: the published scripts' (reference) or per episode
     scene_seed: int = 0  # the published scripts' env.seed(): OpenVLA/NORA 0, openpi 7
     success_check: str = "any_step"  # any_step | chunk_end (NORA's LIBERO script): episode.SUCCESS_CHECKS
+    recipe: str | None = None  # the repro recipe the run follows (nora_bench/recipes.py), if any
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
