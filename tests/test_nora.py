@@ -353,3 +353,25 @@ def test_tokenizer_in_checkpoint_matches_the_emitted_chunk(long_ckpt):
     path, chunk, ids = long_ckpt
     tok = FastTokenizer.load(path / "fast_tokenizer", time_horizon=5, action_dim=7)
     np.testing.assert_allclose(tok.decode(ids), chunk, atol=0.5 / 10 * np.sqrt(5))
+
+
+def test_bf16_batches_of_one_prompt_length_give_the_tokens_of_single_calls(tmp_path, fast):
+    """In bf16 a left-padded batch need not equal single calls; `batch_key` (prompt token length) keeps
+    padding out of every batch the policy actor forms (nora_bench/batching.py), and such a batch does."""
+    path = build_tiny_nora(tmp_path / "random-bf16", fast=fast, seed=5)
+    policy = make_policy({"kind": "nora", "name": "rand", "checkpoint": str(path), "time_horizon": 1, "dtype": "bf16",
+                          "norm_stats": "nora_libero", "unnorm_key": "libero_spatial", "max_new_tokens": 8})
+    assert policy.dtype == "bfloat16"
+    observations = [observation(i, episode=f"ep{i}") for i in range(8)]
+    keys = [policy.batch_key(o) for o in observations]
+    assert len(set(keys)) > 1  # the instructions have different token lengths
+    assert keys == [policy.batch_key(observation(i)) for i in range(8)]  # the key depends on the prompt only
+    groups: dict[int, list] = {}
+    for o, k in zip(observations, keys):
+        groups.setdefault(k, []).append(o)
+    assert max(len(g) for g in groups.values()) > 1
+    for group in groups.values():
+        batched = policy.generate(group)
+        single = [policy.generate([o])[0] for o in group]
+        assert batched == single
+    assert len({tuple(policy.generate([o])[0]) for o in observations}) > 1  # not the same answer for everyone
