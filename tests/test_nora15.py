@@ -241,6 +241,7 @@ def test_act_gives_chunks_of_five_that_are_deterministic_per_episode_and_query(p
     first = policy.act([observation(0, spec(0).key)])[0]
     second = policy.act([observation(0, spec(0).key)])[0]
     assert first.actions.shape == (5, 7) and first.failures == [] and first.stop is None
+    assert first.info["batch"] == 1 and first.info["flow_steps"] == 10 and first.info["expert_ms"] > 0
     assert not np.allclose(first.actions[:, :6], second.actions[:, :6])  # a new query draws new noise
     policy.start_episode(spec(trial=0, seed=7))  # the same episode again: the same actions, query by query
     np.testing.assert_array_equal(policy.act([observation(0, spec(0).key)])[0].actions, first.actions)
@@ -366,3 +367,5 @@ def test_tiny_nora15_drives_libero_through_the_cli(ckpt, tmp_path):
     [rec] = [json.loads(line) for line in (out / "episodes.jsonl").read_text().splitlines()]
     assert rec["termination"] in ("step_limit", "success"), rec
     assert rec["env_steps"] == 10 and rec["queries"] == 2 and rec["error"] is None  # chunks of 5, all executed
+    info = rec["policy_info"]  # each query's sampling cost, aggregated over the episode's 2 queries
+    assert info["flow_steps"]["n"] == 2 and info["flow_steps"]["min"] == 10 and info["prefill_ms"]["min"] > 0

@@ -169,7 +169,11 @@ class Nora15Policy:
         if not observations:
             return []
         normalized = self.sample(observations)
-        return [self.to_chunk(a) for a in normalized]
+        t = self.last_timing
+        # Per query, recorded in the episode's `policy_info`: the batch's sampling cost and size.
+        info = {"batch": len(observations), "prefill_ms": round(t.prefill_s * 1e3, 3),
+                "expert_ms": round(t.expert_s * 1e3, 3), "flow_steps": t.steps}
+        return [self.to_chunk(a, info) for a in normalized]
 
     # -- steps ----------------------------------------------------------------------------------------
     def noise(self, episode: str):
@@ -193,12 +197,13 @@ class Nora15Policy:
         x = self.model.sample(dict(inputs), noise, self.num_steps, self.last_timing)
         return x.cpu().numpy().astype(np.float64)
 
-    def to_chunk(self, normalized: np.ndarray) -> ActionChunk:
+    def to_chunk(self, normalized: np.ndarray, info: dict | None = None) -> ActionChunk:
         """Un-normalize with the mask, then the target's gripper rule; non-finite output ends the episode."""
         if not np.isfinite(normalized).all():
             reason = "NORA-1.5 produced non-finite actions (NaN/inf)"
-            return ActionChunk(np.zeros_like(normalized), failures=[reason], stop=reason)
-        return ActionChunk(GRIPPER_RULES[self.gripper](self.bounds.unnormalize_masked(normalized)))
+            return ActionChunk(np.zeros_like(normalized), failures=[reason], stop=reason, info=dict(info or {}))
+        return ActionChunk(GRIPPER_RULES[self.gripper](self.bounds.unnormalize_masked(normalized)),
+                           info=dict(info or {}))
 
 
 def _has_processor(folder: Path) -> bool:
