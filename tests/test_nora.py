@@ -360,7 +360,8 @@ def test_bf16_batches_of_one_prompt_length_give_the_tokens_of_single_calls(tmp_p
     padding out of every batch the policy actor forms (nora_bench/batching.py), and such a batch does."""
     path = build_tiny_nora(tmp_path / "random-bf16", fast=fast, seed=5)
     policy = make_policy({"kind": "nora", "name": "rand", "checkpoint": str(path), "time_horizon": 1, "dtype": "bf16",
-                          "norm_stats": "nora_libero", "unnorm_key": "libero_spatial", "max_new_tokens": 8})
+                          "norm_stats": "nora_libero", "unnorm_key": "libero_spatial", "max_new_tokens": 8},
+                         LIBERO_ACTION_SPEC)
     assert policy.dtype == "bfloat16"
     observations = [observation(i, episode=f"ep{i}") for i in range(8)]
     keys = [policy.batch_key(o) for o in observations]

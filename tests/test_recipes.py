@@ -7,7 +7,7 @@ import pytest
 
 from conftest import run_cli
 from nora_bench import UserError
-from nora_bench.cli import resolve_config
+from nora_bench.config import RunConfig
 from nora_bench.episode import EpisodeResult
 from nora_bench.recipes import load_recipe, recipe_names, verdict
 from nora_bench.run.rundir import RunDir
@@ -18,9 +18,9 @@ def synthetic_run(folder, successes: int, *, recipe="nora-long-libero-object", v
     """A run folder as `nora-bench run --recipe` writes it, with `successes` of 500 episodes."""
     r = load_recipe(recipe)
     run = {**r.run, **{k: v for k, v in changes.items() if k in r.run}}
-    config = resolve_config(r.suite, r.policy, None, str(run["trials"]), 7, run["chunk_exec"], run["max_steps"],
-                            run["step_unit"], None, False, False, "steps", scene=run["scene"],
-                            scene_seed=run["scene_seed"], success_check=run["success_check"])
+    config = RunConfig.resolve(suite=r.suite, policy=r.policy, trials=run["trials"], chunk_exec=run["chunk_exec"],
+                               max_steps=run["max_steps"], step_unit=run["step_unit"], video=False, scene=run["scene"],
+                               scene_seed=run["scene_seed"], success_check=run["success_check"])
     config.recipe = r.name if with_recipe else None
     policy = {**config.policy, **{k: v for k, v in r.policy_fields.items() if v is not None}}
     policy.update({k: v for k, v in changes.items() if k in r.policy_fields})
