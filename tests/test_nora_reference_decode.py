@@ -95,6 +95,7 @@ def test_reference_fallback_executes_what_the_published_decode_gives(tmp_path, f
     want = published_actions(published_decode(path / "fast_tokenizer", action_ids))
     np.testing.assert_array_equal(out.actions, want)
     assert len(out.failures) == 1 and out.failures[0].startswith(f"FAST+ decode failed ({kind}") and out.stop is None
+    assert out.info == {"decode_failure": kind}  # counted per class in the record's policy_info
     if kind == "bad_bytes":
         assert np.abs(want[:, :6]).max() > 100  # a cut character decodes to a huge value, executed as such
     if kind == "id_out_of_range":

@@ -210,13 +210,16 @@ class NoraPolicy:
             failures: list[str] = []
         except FastDecodeError as e:
             detail = str(e)  # starts with the failure class (fast.FAILURE_CLASSES)
+            kind = e.kind
             if self.truncated(generated):
+                kind = TRUNCATED
                 detail = (f"{TRUNCATED}: generation stopped at max_new_tokens={self.max_new_tokens} before the chunk "
                           f"was complete ({e}); set max_new_tokens in the preset")
                 self._warn_truncated()
             reason = f"FAST+ decode failed ({detail}); fallback {self.fallback}"
             if self.fallback == "fail":
-                return ActionChunk(np.zeros((self.time_horizon, ACTION_DIM)), failures=[reason], stop=reason)
+                return ActionChunk(np.zeros((self.time_horizon, ACTION_DIM)), failures=[reason], stop=reason,
+                                   info={"decode_failure": kind})
             if self.fallback == "reference":
                 # The published decode, exactly: unknown ids dropped, a cut character as a huge value,
                 # zeros only where it raises (policies/fast.py `decode_reference`).
@@ -230,7 +233,8 @@ class NoraPolicy:
             failures = [reason]
             row = min(self._last_row.get(key, self.time_horizon - 1), len(actions) - 1)
             self._gripper[key] = float(actions[row, -1])
-            return ActionChunk(actions, failures=failures)
+            # Counted per class in the record's policy_info (episode.aggregate_policy_info).
+            return ActionChunk(actions, failures=failures, info={"decode_failure": kind})
         row = min(self._last_row.get(key, self.time_horizon - 1), len(actions) - 1)
         self._gripper[key] = float(actions[row, -1])
         return ActionChunk(actions, failures=failures)
