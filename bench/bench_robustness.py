@@ -78,7 +78,7 @@ def summarize(root: Path) -> "pd.DataFrame":
                      "successes": k, "success_rate": k / n if n else float("nan"), "ci95_low": lo, "ci95_high": hi,
                      "base_rate_same_trials": base_rate, "errored": len(df) - n, "unsupported": int(unsupported.sum()),
                      "mean_env_steps": float(df["env_steps"].mean()),
-                     "commit": json.loads((root / name / "environment.json").read_text()).get("git_commit", "")[:10]})
+                     "commit": (json.loads((root / name / "environment.json").read_text()).get("git_commit") or "")[:10]})
     return pd.DataFrame(rows)
 
 
