@@ -134,7 +134,7 @@ def robustness(paths: list[str | Path]) -> Robustness:
                         "note": "the base"})
     per_family = pd.DataFrame(rows)
     cols = ["base_suite", "family", "level", "suite", "episodes", "successes", "success_rate", "ci95_low", "ci95_high",
-            "base_episodes", "base_successes", "base_rate", "drop", "test", "p", "pairs", "only_base",
+            "base_episodes", "base_successes", "base_rate", "pert_rate_on_pairs", "drop", "test", "p", "pairs", "only_base",
             "only_perturbed", "note", "runs"]
     per_family = per_family.reindex(columns=[c for c in cols if c in per_family.columns])
     broken_df = pd.DataFrame(broken, columns=["base_suite", "family", "level", "suite", "task_id", "task",
