@@ -117,12 +117,12 @@ def test_every_runnable_family_builds_and_steps_unrendered(family):
 def test_run_of_a_language_suite_records_family_and_paraphrase(tmp_path):
     """A whole scripted episode through the scheduler and the real env worker (in this process: Ray's start
     times out on a crowded machine; tests/test_run.py covers the Ray path)."""
-    from nora_bench.cli import resolve_config
+    from nora_bench.config import RunConfig
     from nora_bench.run.rundir import RunDir
     from nora_bench.run.scheduler import ExecOptions, Scheduler
 
     out = tmp_path / "lan"
-    config = resolve_config("libero_spatial_lan", "scripted", "0", "1", 7, None, None, None, None, False, False, "steps")
+    config = RunConfig.resolve(suite="libero_spatial_lan", policy="scripted", tasks="0", trials="1", video=False)
     Scheduler(config, RunDir(out), ExecOptions(workers=1, progress=False, in_process=True)).run()
     rec = json.loads((out / "episodes.jsonl").read_text().splitlines()[0])
     assert (rec["family"], rec["level"], rec["base_suite"]) == ("lan", "", "libero_spatial")
