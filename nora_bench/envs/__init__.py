@@ -18,6 +18,7 @@ from nora_bench.types import ActionSpec, Observation, StepResult
 ENV_KINDS: dict[str, str] = {
     "libero": "nora_bench.envs.libero:LiberoEnv",
     "widowx": "nora_bench.envs.widowx:WidowXEnv",
+    "fake": "nora_bench.envs.fake:FakeEnv",  # no simulator: a chosen step cost (harness benchmarks, planning)
 }
 
 
