@@ -28,6 +28,10 @@ class Env:
     action_spec: ClassVar[ActionSpec] = ActionSpec()
     # Talks to an operator on this terminal (real robot): its runs execute in the driver process.
     operator_driven: ClassVar[bool] = False
+    # What one env worker reserves on Ray: CPU slots and bytes (about 1.5 GB per LIBERO env,
+    # REFERENCE.md section 5), so that Ray places no more workers than the machine holds.
+    worker_cpus: ClassVar[float] = 1.0
+    worker_memory: ClassVar[int] = int(1.5 * 2**30)
     # What the env sets after reset: {"task": ..., "instruction": ...}
     info: dict[str, Any]
 

@@ -317,7 +317,7 @@ class Scheduler:
     def _new_worker(self, index: int):
         actor = self._replicas[index % len(self._replicas)] if self._replicas else None
         return RemoteEnvWorker.options(
-            num_cpus=1, memory=ENV_WORKER_MEMORY, max_restarts=0,
+            num_cpus=self.env_cls.worker_cpus, memory=self.env_cls.worker_memory, max_restarts=0,
         ).remote(self.config.policy, self.env_cls.kind, f"worker{index}", actor, self.options.render_threads, True)
 
     def _drive(self, todo: list[_Pending], n_workers: int, on_result) -> None:
