@@ -74,9 +74,10 @@ def test_report_command_writes_tables_plots_and_page_with_broken_episodes_first(
     out = tmp_path / "rob"
     r = cli("report", str(base), str(dist), str(lan), "--out", str(out))
     assert r.returncode == 0, r.stderr
-    assert "McNemar, 10 paired episodes" in r.stdout and "Fisher, unpaired" in r.stdout
+    assert "McNemar" in r.stdout and "Fisher" in r.stdout and "8 episode(s) succeeded on the base" in r.stdout
     table = pd.read_csv(out / "robustness_per_family.csv")
     assert list(table["family"]) == ["base", "distractors", "lan"]
+    assert list(table["test"])[1:] == ["McNemar, 10 paired episodes", "Fisher, unpaired"]
     for png in ("robustness_heatmap.png", "robustness_drop.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with sync_playwright() as pw:
