@@ -433,7 +433,9 @@ def test_env_serves_the_policy_the_robot_camera_under_its_name(sim_server, tmp_p
         assert r.failure is None and r.stop is None and not r.success
         assert env.frame(r.observation) is r.observation.images["agentview"]
         assert not np.array_equal(r.observation.images["agentview"], obs.images["agentview"])  # the arm moved
+        env.step(np.array([0, 0, 0, 0, 0, 0, -1.0]))  # LIBERO's "open": outside the Bridge range, counted
         info = env.episode_info()
+        assert info["gripper_convention"] == "bridge" and info["gripper_outside_convention"] == 1
         assert info["image_encoding"] == encoding and info["image_shape"] == [480, 640, 3]
         assert info["config_hash"] == widowx_config(port).digest()
         assert info["agentlace_config_hash"] == widowx_config(port).agentlace_hash()
@@ -690,6 +692,39 @@ def test_tiny_nora_runs_a_widowx_task_with_video(sim_server, tmp_path):
     swapped = np.abs(video[..., ::-1].astype(int) - sent).mean(axis=(1, 2, 3))
     assert (err < 4).all() and (swapped > 4 * err).all(), (err, swapped)
     assert np.abs(sent[-1].astype(int) - sent[0]).mean() > 0.5  # the policy's actions moved the arm
+
+
+@pytest.mark.parametrize("policy", ["zero", "random"])
+def test_plumbing_policies_send_bridge_gripper_values(sim_server, tmp_path, policy):
+    """The WidowX env declares the Bridge convention (bridge_data_robot `move_gripper`: 1.0 open,
+    0.0 closed); the zero and random policies follow it: what the stand-in received, and the record."""
+    from nora_bench.envs.widowx import WidowXEnv as Env
+    from nora_bench.types import BRIDGE_GRIPPER
+
+    assert Env.action_spec.gripper == BRIDGE_GRIPPER and Env.action_spec.dummy_action[-1] == 1.0
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    port = sim_server("--record-frames", str(rec))
+    out = tmp_path / "run"
+    p = Process([*CLI, "run", "widowx_real", "--policy", policy, "--robot-host", "127.0.0.1", "--robot-port", str(port),
+                 "--tasks", "0", "--trials", "1", "--max-steps", "8", "--out", str(out)], stdin=True)
+    try:
+        p.expect("press Enter to start")
+        p.send("")
+        p.expect("Outcome?")
+        p.send("f")
+        rc, text = p.finish()
+    finally:
+        p.stop()
+    assert rc == 0, text
+    sent = np.array([json.loads(line) for line in (rec / "actions.jsonl").read_text().splitlines()])
+    assert sent.shape == (8, 7)
+    if policy == "zero":
+        assert (sent == [0, 0, 0, 0, 0, 0, 1.0]).all()  # no motion, gripper open
+    else:
+        assert set(sent[:, -1]) <= {0.0, 1.0}
+    [r] = records(out)
+    assert r["env_info"]["gripper_outside_convention"] == 0
 
 
 def test_interrupted_session_resumes_at_the_next_trial(sim_server, tmp_path):

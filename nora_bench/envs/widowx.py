@@ -205,7 +205,7 @@ class WidowXEnv(Env):
 
     @classmethod
     def versions(cls) -> tuple[str, ...]:
-        return ("pyzmq", "lz4")
+        return ("pyzmq", "lz4", "opencv-python-headless")  # OpenCV decodes the camera's JPEG
 
     def __init__(self, operator: Operator | None = None):
         self.operator = operator or Operator()
@@ -228,6 +228,7 @@ class WidowXEnv(Env):
         self._config_hash = ""
         self._agentlace_hash = ""
         self._asked_retry = False  # the operator was asked about an unusable observation this episode
+        self._off_convention = 0  # actions whose gripper value lies outside [close, open]
         self._encodings: dict[str, int] = {}
         self._decode_s: list[float] = []
         self._wire_bytes: list[int] = []
@@ -283,6 +284,7 @@ class WidowXEnv(Env):
         self._verdict, self._ended_by = {}, ""
         self._want_state = spec.state
         self._asked_retry, self._frame_shape = False, None
+        self._off_convention = 0
         self._encodings, self._decode_s, self._wire_bytes = {}, [], []
 
         op = self.operator
@@ -339,6 +341,10 @@ class WidowXEnv(Env):
             self._ended_by = "operator_stop"
             return StepResult(self._last, success=False, stop="the operator stopped the episode")
         self._pace()
+        g = self.action_spec.gripper
+        # Sent as it is, as the reference scripts do; a value outside the Bridge range (e.g. a
+        # LIBERO-convention -1 = "open", which this robot takes as closed) is counted in the record.
+        self._off_convention += not (min(g.open, g.close) <= float(action[-1]) <= max(g.open, g.close))
         try:
             t = time.perf_counter()
             status = self.client.step_action(np.asarray(action, dtype=np.float64), blocking=self.opts.blocking)
@@ -419,6 +425,8 @@ class WidowXEnv(Env):
             if self._decode_s:
                 info["jpeg_decode_ms_mean"] = round(1000 * float(np.mean(self._decode_s)), 3)
                 info["jpeg_decode_ms_max"] = round(1000 * float(np.max(self._decode_s)), 3)
+        info["gripper_convention"] = self.action_spec.gripper.name
+        info["gripper_outside_convention"] = self._off_convention
         info.update(pacing_stats(self._ticks, opts.control_hz if opts else 0.0))
         for name, values in self._rtt.items():
             if values:
