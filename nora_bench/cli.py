@@ -129,7 +129,8 @@ def run(
     """Evaluate a policy on a suite and print its success table."""
     from nora_bench.results import load
     from nora_bench.run.rundir import RunDir
-    from nora_bench.run.scheduler import ExecOptions, Scheduler, expand
+    from nora_bench.run.planning import expand
+    from nora_bench.run.scheduler import ExecOptions, Scheduler
 
     try:
         if policy_replicas < 1 or max_batch < 1 or max_wait_ms < 0 or policy_gpus < 0:

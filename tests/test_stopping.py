@@ -11,7 +11,8 @@ from conftest import run_cli
 from nora_bench import UserError, results
 from nora_bench.config import RunConfig
 from nora_bench.run.rundir import RunDir
-from nora_bench.run.scheduler import ExecOptions, Scheduler, expand, plan_order
+from nora_bench.run.planning import expand, plan_order
+from nora_bench.run.scheduler import ExecOptions, Scheduler
 from nora_bench.run.stopping import StopRule, Stopper
 from report_helpers import make_run, outcomes
 

@@ -7,6 +7,7 @@ Built on `nora_bench.results` (load, success_table); every table is a pandas Dat
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ import pandas as pd
 from nora_bench import UserError
 from nora_bench.episode import ERROR, SUCCESS, TERMINATIONS
 from nora_bench.results import load, success_table
-from nora_bench.run.rundir import RunDir
+from nora_bench.run.rundir import RunDir, newest_per_episode
 
 # Record columns that may vary inside a run or between runs, and split the success tables when they do.
 VARIANT_COLUMNS = ("chunk_exec", "distractors")
@@ -51,11 +52,15 @@ class RunTables:
 
 
 def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
-    """`results.load` with duplicate episode keys resolved (the last record wins) and said so."""
-    df = load(run_dir, history=True)
+    """`results.load` (each episode's newest record: rundir.newest_per_episode), with what it
+    superseded said so."""
+    df = load(run_dir)
     notes = []
     if df.empty:
         return df, notes
+    with warnings.catch_warnings():  # load() has already warned about skipped lines
+        warnings.simplefilter("ignore")
+        superseded = newest_per_episode(RunDir(run_dir).records())[1]
     if "env_info" in df:
         # Facts an env reports per episode that tables use (the WidowX: task category, the share of
         # objects placed in multi-object tasks).
@@ -63,15 +68,11 @@ def load_run(run_dir: str | Path) -> tuple[pd.DataFrame, list[str]]:
             values = df["env_info"].map(lambda d: d.get(name) if isinstance(d, dict) else None)
             if values.notna().any():
                 df[name] = values
-    dup = df["key"].duplicated(keep="last")
-    if dup.any():
-        retried = df[dup]["termination"] == "error"
-        if retried.any():
-            notes.append(f"{int(retried.sum())} errored record(s) superseded by a later run of the same episode "
-                         "(--retry-errors)")
-        if (~retried).any():
-            notes.append(f"{int((~retried).sum())} episode(s) recorded more than once; the last record of each is used")
-        df = df[~dup].reset_index(drop=True)
+    retried = sum(r.get("termination") == "error" for r in superseded)
+    if retried:
+        notes.append(f"{retried} errored record(s) superseded by a later run of the same episode (--retry-errors)")
+    if len(superseded) - retried:
+        notes.append(f"{len(superseded) - retried} episode(s) recorded more than once; the last record of each is used")
     return df, notes
 
 

@@ -204,12 +204,8 @@ class RunDir:
         return out
 
     def latest(self) -> list[dict]:
-        """The newest record of each episode, in first-run order (a retried episode's earlier
-        `error` records stay in the file, superseded)."""
-        by_key: dict[str, dict] = {}
-        for r in self.records():
-            by_key[r["key"]] = r  # a dict keeps a key's first position when its value is replaced
-        return list(by_key.values())
+        """The newest record of each episode, in first-run order (`newest_per_episode`)."""
+        return newest_per_episode(self.records())[0]
 
     def done_keys(self, retry_errors: bool = False) -> set[str]:
         """Episodes with a result; with `retry_errors`, those whose newest record is an `error`
@@ -235,6 +231,18 @@ class RunDir:
         tmp.write_bytes(data)
         os.replace(tmp, self.path / rel)
         return rel
+
+
+def newest_per_episode(records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The one rule for episodes recorded more than once (a retried `error`, a duplicate): the newest
+    record of each episode counts, in first-run order. Returns (newest records, superseded records)."""
+    by_key: dict[str, dict] = {}
+    superseded: list[dict] = []
+    for r in records:
+        if r["key"] in by_key:
+            superseded.append(by_key[r["key"]])
+        by_key[r["key"]] = r  # a dict keeps a key's first position when its value is replaced
+    return list(by_key.values()), superseded
 
 
 def _json_default(o):

@@ -1,4 +1,4 @@
-"""The scheduler: expands a run into episodes and runs them on Ray env workers.
+"""The scheduler: runs a run's planned episodes (run/planning.py) on Ray env workers or in process.
 
 Every finished episode is appended to the run folder at once. A worker that dies is replaced
 and its episode re-run from the start, up to `max_attempts`; an episode that keeps failing is
@@ -11,8 +11,7 @@ import logging
 import os
 import socket
 import threading
-import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import ray
 from ray.exceptions import RayActorError, RayError
@@ -21,7 +20,8 @@ from nora_bench import UserError, __version__
 from nora_bench.config import RunConfig
 from nora_bench.envs import env_class
 from nora_bench.episode import ERROR, EpisodeResult, EpisodeSpec
-from nora_bench.policies import preset_requirements
+from nora_bench.run.planning import (ORDER_RULE, episode_seed, expand, ordered, pick_episode,  # noqa: F401 (re-exported)
+                                     plan_order, retries)
 from nora_bench.run.policy_actor import BatchOptions, PolicyActor
 from nora_bench.run.rundir import RunDir, now, package_versions
 from nora_bench.run.setup_gate import SetupGate
@@ -63,81 +63,6 @@ class ExecOptions:
         if mode not in ("local", "actor"):
             raise UserError(f"unknown policy mode {mode!r}: use local or actor")
         return mode == "actor"
-
-
-def episode_seed(run_seed: int, key: str) -> int:
-    """A per-episode seed from the run seed and the episode key: independent of worker and order."""
-    return (run_seed * 1_000_003 + zlib.crc32(key.encode())) % (2**31)
-
-
-def expand(config: RunConfig) -> list[EpisodeSpec]:
-    """(task, trial) episode specs of a run, ordered by task then trial."""
-    suite = config.suite_spec
-    # What the policy needs is the one source of what the env renders (besides the video).
-    needs = preset_requirements(config.policy)
-    spec_of_env = env_class(suite.env).action_spec
-    cameras = tuple(spec_of_env.resolve_camera(c) or c for c in needs.cameras)
-    video_cameras: tuple[str, ...] = ()
-    if config.video:
-        video_cameras = ("agentview", "wrist") if config.video_wrist else ("agentview",)
-    specs = []
-    for task in config.tasks:
-        for trial in config.trials:
-            spec = EpisodeSpec(
-                suite=suite.name, benchmark=suite.benchmark, env=suite.env, task_id=task, trial=trial,
-                init_state=trial, seed=0, max_steps=config.max_steps, step_unit=config.step_unit,
-                num_steps_wait=config.num_steps_wait, chunk_exec=config.chunk_exec,
-                distractors=config.distractors, distractor_names=tuple(suite.distractor_names),
-                camera_size=suite.camera_size, cameras=cameras,
-                state=needs.state, video_cameras=video_cameras,
-                video_frames=config.video_frames, env_options=_env_options(suite, task),
-                scene=config.scene, scene_seed=config.scene_seed, success_check=config.success_check)
-            specs.append(replace(spec, seed=episode_seed(config.seed, spec.key)))
-    return specs
-
-
-ORDER_RULE = "stratified by task: round r runs the r-th init state of each task's seeded random permutation"
-
-
-def plan_order(specs: list[EpisodeSpec], seed: int) -> list[str]:
-    """The episode keys in a seeded random order stratified by task (every task advances at the same
-    pace), so that any prefix of a run is a fair sample of it (nora_bench.sequential)."""
-    from nora_bench.sequential import stratified_order
-
-    by_task: dict = {}
-    for spec in specs:
-        by_task.setdefault((spec.suite, spec.task_id), []).append(spec.key)
-    return stratified_order(by_task, seed)
-
-
-def ordered(specs: list[EpisodeSpec], run_dir: RunDir, seed: int, resumed: bool,
-            baseline_order: list[str] | None = None) -> list[EpisodeSpec]:
-    """The run's specs in its recorded order. A new run (or one with nothing recorded yet) fixes its
-    order now and records it; a run recorded before orders existed keeps task-then-trial order.
-    `baseline_order`: the order of a paired baseline run (--versus), taken as is."""
-    by_key = {s.key: s for s in specs}
-    recorded = run_dir.read_json(RunDir.ORDER)
-    if recorded is not None:
-        keys = recorded["keys"]
-    elif resumed and run_dir.records():
-        return specs
-    else:
-        keys = baseline_order if baseline_order is not None else plan_order(specs, seed)
-        run_dir.write_json(RunDir.ORDER, {"rule": ORDER_RULE if baseline_order is None else "the baseline's order",
-                                          "seed": seed, "keys": keys})
-    missing = set(by_key) - set(keys)
-    if missing and baseline_order is None:
-        raise UserError(f"{run_dir.path}/{RunDir.ORDER} lacks {len(missing)} of the run's episodes: "
-                        "the folder was changed by hand; use a new --out folder")
-    return [by_key[k] for k in keys if k in by_key]
-
-
-def _env_options(suite, task: int) -> tuple:
-    """The suite's env options, plus its task_list entry for the task (if it has a task list)."""
-    options = dict(suite.env_options)
-    if suite.task_list:
-        options["task"] = suite.task_list[task]
-    return tuple(sorted(options.items()))
 
 
 def _baseline(rule) -> tuple[list[str], dict]:
@@ -349,15 +274,9 @@ class Scheduler:
         window = n_workers if self.stopper is not None else None
 
         def pick(i: int) -> _Pending:
-            # Prefer the task whose env this worker already built (no rebuild), then a task no
-            # other worker is on, then the first pending episode.
-            mine = worker_task[i]
-            busy = {task_of(p.spec) for _, p in inflight.values()}
-            for rule in (lambda p: task_of(p.spec) == mine, lambda p: task_of(p.spec) not in busy, lambda p: True):
-                for j, p in enumerate(queue[:window]):
-                    if rule(p):
-                        return queue.pop(j)
-            raise AssertionError("pick() called on an empty queue")
+            j = pick_episode([p.spec for p in queue], worker_task[i], {task_of(p.spec) for _, p in inflight.values()},
+                             window)
+            return queue.pop(j)
 
         def submit(i: int) -> None:
             queue[:] = [p for p in queue if not self._skip(p.spec)]
@@ -418,10 +337,7 @@ class Scheduler:
 
     def _retry(self, p: _Pending, outcome: dict) -> bool:
         """Note an errored attempt; True if the episode gets another one."""
-        if outcome["termination"] != ERROR:
-            return False
-        p.errors.append(outcome["error"])
-        return p.attempts < self.options.max_attempts
+        return retries(p.errors, p.attempts, outcome, self.options.max_attempts)
 
     def _finish(self, p: _Pending, outcome: dict, video: bytes | None, on_result) -> None:
         for p, outcome, video in self._gate.admit(outcome, (p, outcome, video)):
