@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import re
-import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -15,6 +14,7 @@ from typing import Any
 import yaml
 
 from nora_bench import UserError
+from nora_bench.checks import check_types_of
 
 STEP_UNITS = ("env_steps", "queries")
 
@@ -54,35 +54,6 @@ def check_types(cls, data: dict, source: str) -> None:
     """A UserError naming the first key of `data` whose value does not have the type `cls` declares
     (int, float, str, bool, list, dict, tuple and `X | None` fields; others are not checked)."""
     check_types_of(typing.get_type_hints(cls), data, f"malformed {source}")
-
-
-def check_types_of(hints: dict, data: dict, where: str) -> None:
-    for key, value in data.items():
-        if key in hints and not _is_a(value, hints[key]):
-            raise UserError(f"{where}: {key} is {value!r} ({type(value).__name__}), expected {_type_name(hints[key])}")
-
-
-def _is_a(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_is_a(value, h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    base = origin or hint
-    if base in (str, bool, list, dict, tuple):
-        return isinstance(value, (list, tuple) if base in (list, tuple) else base)
-    return True
-
-
-def _type_name(hint: Any) -> str:
-    args = typing.get_args(hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in args)
-    return "null" if hint is type(None) else getattr(typing.get_origin(hint) or hint, "__name__", str(hint))
 
 
 def _unknown(what: str, name: str, known: list[str]) -> UserError:
@@ -160,6 +131,36 @@ class SuiteSpec:
         return spec
 
 
+# Keys a preset never takes from the one it `extends:` (they name and describe the file itself).
+NOT_INHERITED = ("name", "aliases", "description")
+
+
+def with_extends(data: dict, source: str, load_raw, chain: tuple[str, ...] = ()) -> dict:
+    """`data` merged over the preset it names in `extends:` (recursively; its own keys win, except
+    NOT_INHERITED ones, which are never taken from the base). `load_raw(name) -> (dict, source)`."""
+    base_name = data.get("extends")
+    if base_name is None:
+        return data
+    if not isinstance(base_name, str):
+        raise UserError(f"malformed preset {source}: extends is {base_name!r}, expected the name of another preset")
+    if base_name in chain:
+        raise UserError(f"malformed preset {source}: extends {' -> '.join(chain + (base_name,))} is a cycle")
+    base, base_source = load_raw(base_name)
+    base = with_extends(base, base_source, load_raw, chain + (base_name,))
+    merged = {k: v for k, v in base.items() if k not in NOT_INHERITED}
+    merged.update({k: v for k, v in data.items() if k != "extends"})
+    return merged
+
+
+def _raw_preset(kind: str, what: str):
+    def load_raw(name: str) -> tuple[dict, str]:
+        files = _preset_files(kind)
+        if name not in files:
+            raise _unknown(f"{what} to extend", name, list(files))
+        return _read_yaml(files[name]), str(files[name])
+    return load_raw
+
+
 def suite_names() -> list[str]:
     return sorted(_preset_files("suites"))
 
@@ -177,12 +178,13 @@ def load_suite(name: str) -> SuiteSpec:
     if name.endswith((".yaml", ".yml")):
         if not path.is_file():
             raise UserError(f"suite file {name} does not exist")
-        return SuiteSpec.from_dict(_read_yaml(path), str(path))
+        return SuiteSpec.from_dict(with_extends(_read_yaml(path), str(path), _raw_preset("suites", "suite")),
+                                   str(path))
     files = _preset_files("suites")
     for stem, p in sorted(files.items()):
         data = _read_yaml(p)
         if stem == name or name in data.get("aliases", []):
-            return SuiteSpec.from_dict(data, str(p))
+            return SuiteSpec.from_dict(with_extends(data, str(p), _raw_preset("suites", "suite")), str(p))
     from nora_bench.envs.libero_families import suite_dict
 
     registered = suite_dict(name)
@@ -212,7 +214,7 @@ def load_policy_preset(name: str) -> dict:
         if name not in files:
             raise _unknown("policy preset", name, list(files))
         path = files[name]
-    data = _read_yaml(path)
+    data = with_extends(_read_yaml(path), str(path), _raw_preset("policies", "policy preset"))
     if "kind" not in data:
         raise UserError(f"malformed policy preset {path}: missing key 'kind'")
     data.setdefault("name", path.stem)

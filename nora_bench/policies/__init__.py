@@ -13,7 +13,7 @@ import inspect
 import typing
 
 from nora_bench import UserError
-from nora_bench.config import check_types_of
+from nora_bench.checks import check_types_of
 from nora_bench.policies.base import Policy
 from nora_bench.types import ActionChunk, ActionSpec, Requirements
 
