@@ -134,6 +134,10 @@ def init_ray(address: str | None, cpus_wanted: int, verbose: bool) -> bool:
     """Start a local Ray (or join `address`). Returns True if this call started Ray."""
     if ray.is_initialized():
         return False
+    # Ray's start-up notices (the token-authentication default on every local start) are not a run's
+    # business: shown with -v only.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.INFO if verbose else logging.ERROR)
     if address:
         join_ray(address, verbose)
         return True
