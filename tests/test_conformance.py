@@ -40,7 +40,12 @@ def widowx_env():
     return WidowXEnv(UnattendedOperator())
 
 
-ENV_SPECS = {"libero": (libero_spec, None), "widowx": (widowx_spec, widowx_env)}
+def fake_spec(ctx) -> EpisodeSpec:
+    return EpisodeSpec(suite="fake", task_id=0, trial=0, init_state=0, seed=0, max_steps=3, env="fake",
+                       cameras=("agentview",), video_cameras=("agentview",), camera_size=64)
+
+
+ENV_SPECS = {"libero": (libero_spec, None), "widowx": (widowx_spec, widowx_env), "fake": (fake_spec, None)}
 
 
 @pytest.fixture
@@ -107,7 +112,24 @@ def tiny_nora15(tmp_path) -> dict:
             "unnorm_key": "libero_spatial_no_noops", "device": "cpu", "dtype": "fp32"}
 
 
+def openpi_remote(tmp_path) -> dict:
+    """The remote kind against the published openpi server (tests/remote_helpers.py), stopped at exit."""
+    import atexit
+
+    from tests.remote_helpers import free_port, start_server, stop
+
+    port = free_port()
+    proc = start_server("openpi-server", port)
+    atexit.register(stop, proc)
+    return {"kind": "remote", "name": "remote", "url": f"ws://127.0.0.1:{port}"}
+
+
+# LIBERO's proprioception, for policies that ask for state (the remote layouts send it).
+STATE = {"robot0_eef_pos": np.array([0.1, -0.2, 1.0]), "robot0_eef_quat": np.array([0.9, 0.1, -0.2, 0.37]),
+         "robot0_gripper_qpos": np.array([0.039, -0.039])}
+
 POLICY_PRESETS = {
+    "remote": openpi_remote,
     "zero": lambda tmp: load_policy_preset("zero-agentview"),
     "random": lambda tmp: load_policy_preset("random"),
     "scripted": lambda tmp: load_policy_preset("scripted"),
@@ -136,7 +158,8 @@ def test_policy_kind_keeps_the_contract(kind, tmp_path):
     for info in infos:
         policy.start_episode(info)
     obs = [Observation(info.instruction, episode=info.key,
-                       images={c: rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for c in needs.cameras})
+                       images={c: rng.integers(0, 255, (64, 64, 3), dtype=np.uint8) for c in needs.cameras},
+                       state=dict(STATE) if needs.state else None)
            for info in infos]
     chunks = policy.act(obs)
     assert len(chunks) == len(obs) and all(isinstance(c, ActionChunk) for c in chunks)
@@ -144,6 +167,8 @@ def test_policy_kind_keeps_the_contract(kind, tmp_path):
         if c.stop is None:  # the scripted expert without privileged state stops, with its reason
             a = np.asarray(c.actions)
             assert a.ndim == 2 and a.shape[1] == LIBERO_ACTION_SPEC.dim and np.isfinite(a).all()
+            if kind == "remote":  # a server's actions are the server's (here an echo of the inputs)
+                continue
             # Gripper values in the env's convention (LIBERO: -1 open, +1 close).
             assert set(np.unique(a[:, -1])) <= {LIBERO_ACTION_SPEC.gripper.open, LIBERO_ACTION_SPEC.gripper.close}
         else:
