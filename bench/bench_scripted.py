@@ -41,10 +41,10 @@ def run_suite(suite: str, trials: str, tasks: str | None, workers: int, out: Pat
 def render_ratio(suite: str = "libero_spatial", task: int = 0, trial: int = 0) -> None:
     """The same expert episode without any rendering (state only) and with the agentview video on,
     side by side in one env: env time per step and the ratio."""
+    from nora_bench.config import load_policy_preset
     from nora_bench.envs import make_env
     from nora_bench.episode import EpisodeSpec, ProtocolRun
     from nora_bench.policies import make_policy
-    from nora_bench.config import load_policy_preset
     from nora_bench.video import VideoWriter
 
     env = make_env("libero")

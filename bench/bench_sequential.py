@@ -21,9 +21,9 @@ import math
 import time
 
 import numpy as np
+from common import table  # noqa: F401  (sets sys.path to the checkout)
 from scipy import stats
 
-from common import table  # noqa: F401  (sets sys.path to the checkout)
 from nora_bench.sequential import BettingWoRCS, SignTest
 
 TASKS, INITS, ALPHA = 10, 50, 0.05

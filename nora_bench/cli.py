@@ -20,9 +20,9 @@ from rich.text import Text
 from nora_bench import UserError
 from nora_bench.config import RunConfig, load_policy_preset, load_suite, parse_index_list, policy_names, suite_names
 from nora_bench.envs.widowx_sim_server import command as widowx_sim_server_command
-from nora_bench.serve import command as serve_command
 from nora_bench.run.rundir import RecordWarning
 from nora_bench.selftest import selftest
+from nora_bench.serve import command as serve_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Benchmark vision-language-action policies (NORA, NORA-LONG, ...) on LIBERO and a real WidowX.")
@@ -128,8 +128,8 @@ def run(
 ) -> None:
     """Evaluate a policy on a suite and print its success table."""
     from nora_bench.results import load
-    from nora_bench.run.rundir import RunDir
     from nora_bench.run.planning import expand
+    from nora_bench.run.rundir import RunDir
     from nora_bench.run.scheduler import ExecOptions, Scheduler
 
     try:
@@ -397,7 +397,8 @@ def recipes() -> None:
 def verify(run_dir: Path = typer.Argument(..., help="A run folder."),
            recipe: Optional[str] = typer.Option(None, help="The recipe to verify against (default: the one the run used).")) -> None:
     """Is a run the published protocol, and is its success rate consistent with the published one?"""
-    from nora_bench.recipes import ALPHA, verify as verify_run
+    from nora_bench.recipes import ALPHA
+    from nora_bench.recipes import verify as verify_run
 
     try:
         rcp, verdicts, deviations = verify_run(run_dir, recipe)

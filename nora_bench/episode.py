@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from nora_bench.chunking import ChunkRule
-from nora_bench.types import ActionChunk, EpisodeInfo, Observation
+from nora_bench.types import ActionChunk, EpisodeInfo, InfrastructureError, Observation  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:  # annotations only: the protocol runs any object with these methods
     from nora_bench.envs.base import Env
@@ -35,8 +35,6 @@ SUCCESS_CHECKS = ("any_step", "chunk_end")
 TERMINATIONS = (SUCCESS, STEP_LIMIT, POLICY_STOP, POLICY_ERROR, ENV_FAILURE, ERROR, OPERATOR_STOP)
 
 
-class InfrastructureError(RuntimeError):
-    """The machinery failed (e.g. the policy actor died), not the policy: the episode is re-run."""
 
 
 @dataclass(frozen=True)

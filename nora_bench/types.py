@@ -13,6 +13,11 @@ from typing import Any
 import numpy as np
 
 
+class InfrastructureError(RuntimeError):
+    """The machinery failed (a policy actor or server died), not the policy: the episode is re-run.
+    A policy may raise it (e.g. a remote policy that lost its server)."""
+
+
 @dataclass
 class Observation:
     """What a policy sees at a query: camera images (HxWx3 uint8), the instruction, optional state."""

@@ -1,7 +1,6 @@
 """Mistakes a user can make get one clear line and exit code 2, never a traceback."""
 
 import pytest
-
 from conftest import run_cli
 
 

@@ -8,12 +8,12 @@ import json
 
 import pytest
 from playwright.sync_api import sync_playwright
+from report_helpers import cli, launch_browser, make_run, outcomes
 
 from nora_bench.report import compare_runs
 from nora_bench.report.compare import MCNEMAR, SIGN_TEST
 from nora_bench.report.writer import write_comparison
 from nora_bench.run.rundir import RunDir
-from report_helpers import cli, launch_browser, make_run, outcomes
 
 EVIL = '<script>window.pwned=1</script>&"'
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from nora_bench import UserError
-from nora_bench.envs import configure_rendering, distractors as D
+from nora_bench.envs import configure_rendering
+from nora_bench.envs import distractors as D
 
 configure_rendering()
 SPATIAL0 = "pick up the black bowl between the plate and the ramekin and place it on the plate"
@@ -49,8 +50,8 @@ def test_instruction_categories_are_never_sampled():
 
 
 def test_choice_is_deterministic_in_suite_task_trial_seed():
-    from nora_bench.episode import EpisodeSpec
     from nora_bench.envs.libero import task_info
+    from nora_bench.episode import EpisodeSpec
 
     spec = EpisodeSpec(suite="libero_spatial", benchmark="libero_spatial", task_id=0, trial=0, init_state=0,
                        seed=5, max_steps=10, distractors=2)

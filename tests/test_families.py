@@ -9,8 +9,8 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from nora_bench import UserError
 from nora_bench.config import load_suite
 from nora_bench.envs.libero_families import all_suites, audit, classify

@@ -7,8 +7,7 @@ import pytest
 from scipy.fft import dct, idct
 
 from nora_bench import UserError
-from nora_bench.policies.fast import (BAD_BYTES, NO_TOKENS, OUT_OF_RANGE, WRONG_LENGTH, FastDecodeError,
-                                      FastTokenizer)
+from nora_bench.policies.fast import BAD_BYTES, NO_TOKENS, OUT_OF_RANGE, WRONG_LENGTH, FastDecodeError, FastTokenizer
 from nora_bench.policies.tiny_nora import fit_demo_fast, smooth_chunks
 
 SCALE = 10

@@ -9,6 +9,7 @@ import threading
 import time
 
 from conftest import REPO, run_cli
+
 from nora_bench import results
 from nora_bench.config import RunConfig
 from nora_bench.episode import InfrastructureError

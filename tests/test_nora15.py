@@ -23,15 +23,15 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
+from conftest import run_cli  # noqa: E402
+
 from nora_bench import UserError  # noqa: E402
 from nora_bench.envs.base import Observation  # noqa: E402
-from nora_bench.episode import EpisodeSpec  # noqa: E402
 from nora_bench.envs.libero import LIBERO_ACTION_SPEC  # noqa: E402
 from nora_bench.envs.widowx import WIDOWX_ACTION_SPEC  # noqa: E402
+from nora_bench.episode import EpisodeSpec  # noqa: E402
 from nora_bench.policies import make_policy  # noqa: E402
 from nora_bench.policies.tiny_nora15 import build_tiny_nora15  # noqa: E402
-
-from conftest import run_cli  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 NORA_BOUNDS = json.loads((REPO / "nora_bench" / "data" / "nora_libero_action_bounds.json").read_text())

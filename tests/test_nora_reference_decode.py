@@ -13,8 +13,8 @@ import warnings
 import numpy as np
 import pytest
 from scipy.fft import idct
-
 from test_nora import BOUNDS, long_preset, observation, pick_chunk, spec  # noqa: F401  (fixtures below)
+
 from nora_bench.envs.libero import LIBERO_ACTION_SPEC
 from nora_bench.policies import make_policy
 from nora_bench.policies.tiny_nora import build_tiny_nora, fit_demo_fast

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from nora_bench import UserError
 from nora_bench.config import RunConfig
 from nora_bench.episode import EpisodeResult

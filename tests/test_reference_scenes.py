@@ -115,8 +115,8 @@ def test_first_query_frames_are_the_published_ones_in_any_order(env, suite, task
 def test_success_step_and_final_state_match_the_published_loop(env):
     """The scripted expert as the model on both sides: same success step, same final state."""
     from nora_bench.envs.base import Observation
-    from nora_bench.envs.libero_state import read_state
     from nora_bench.envs.libero import LIBERO_ACTION_SPEC
+    from nora_bench.envs.libero_state import read_state
     from nora_bench.policies.scripted import ScriptedPolicy
 
     suite, task, seed, limit = "libero_spatial", 0, 3, 260

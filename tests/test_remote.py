@@ -23,7 +23,7 @@ from nora_bench.types import ActionSpec, EpisodeInfo, Observation
 from nora_bench.wire import openpi as openpi_wire
 from nora_bench.wire import vlaeval as vla_wire
 from nora_bench.wire.layout import Layout, resize_with_pad
-from tests.remote_helpers import ROOT, EchoPolicy, echo_actions, env, free_port, start_server, stop, wait_for_port
+from tests.remote_helpers import ROOT, echo_actions, env, free_port, start_server, stop, wait_for_port
 
 SPEC = ActionSpec()
 RNG = np.random.default_rng(0)

@@ -8,10 +8,10 @@ from itertools import product
 
 import pandas as pd
 import pytest
+from report_helpers import cli, make_run, outcomes
 from scipy import optimize, stats
 
 from nora_bench.report import compare_runs, run_tables, write_comparison, write_run_report
-from report_helpers import cli, make_run, outcomes
 
 Z = stats.norm.ppf(0.975)
 

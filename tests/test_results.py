@@ -6,9 +6,9 @@ import re
 import pytest
 from scipy.stats import binomtest
 
+from nora_bench import results
 from nora_bench.results import wilson_interval
 from nora_bench.run.rundir import RecordWarning, RunDir
-from nora_bench import results
 
 
 @pytest.mark.parametrize("k,n", [(0, 4), (4, 4), (3, 10), (47, 50), (1, 1)])

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 from playwright.sync_api import sync_playwright
+from report_helpers import ARTIFACTS, cli, launch_browser, make_run, outcomes
 
 from nora_bench.report import run_tables, write_run_report
-from report_helpers import ARTIFACTS, cli, launch_browser, make_run, outcomes
 
 EVIL = '<script>window.pwned=1</script><b>bold?</b> & "quotes"'
 VIDEO_FRAMES = 12  # make_run's videos: 12 frames at 20 fps

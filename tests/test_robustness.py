@@ -5,15 +5,13 @@ a perturbation broke."""
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
 import pytest
 from playwright.sync_api import sync_playwright
+from report_helpers import cli, launch_browser, make_run, outcomes
 from scipy import stats
 
 from nora_bench.report.robustness import robustness, write_robustness
-from report_helpers import cli, launch_browser, make_run, outcomes
 
 # Two tasks x 5 trials each. Base: 8/10. Distractors (same scenes): pairs broken at (0,1), (1,0), (1,3);
 # one fixed at (0,4). lan (regenerated init states): 4/10.

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 import yaml
-
 from conftest import run_cli
+
 from nora_bench import results
 from nora_bench.video import read_frames
 

@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import run_cli
+from report_helpers import make_run, outcomes
+
 from nora_bench import UserError, results
 from nora_bench.config import RunConfig
-from nora_bench.run.rundir import RunDir
 from nora_bench.run.planning import expand, plan_order
+from nora_bench.run.rundir import RunDir
 from nora_bench.run.scheduler import ExecOptions, Scheduler
-from nora_bench.run.stopping import StopRule, Stopper
-from report_helpers import make_run, outcomes
+from nora_bench.run.stopping import Stopper, StopRule
 
 
 def keys_and_tasks(tasks: int, trials: int, seed: int = 7) -> tuple[list[str], dict]:

@@ -45,9 +45,21 @@ import yaml
 from nora_bench import UserError
 from nora_bench.config import load_suite
 from nora_bench.envs.widowx import UnattendedOperator, WidowXEnv, pacing_stats
-from nora_bench.envs.widowx_protocol import (ConfigMismatch, ForbiddenPickle, ObservationError, ProtocolError,
-                                             WidowXClient, WidowXStatus, agentlace_config_hash, decode,
-                                             decode_full_image, encode, jpeg_to_mat, mat_to_jpeg, widowx_config)
+from nora_bench.envs.widowx_protocol import (
+    ConfigMismatch,
+    ForbiddenPickle,
+    ObservationError,
+    ProtocolError,
+    WidowXClient,
+    WidowXStatus,
+    agentlace_config_hash,
+    decode,
+    decode_full_image,
+    encode,
+    jpeg_to_mat,
+    mat_to_jpeg,
+    widowx_config,
+)
 from nora_bench.envs.widowx_sim_server import FAULTS
 from nora_bench.episode import EpisodeResult, EpisodeSpec
 

@@ -29,8 +29,15 @@ import numpy as np
 
 from nora_bench import UserError
 from nora_bench.envs.base import Env
-from nora_bench.envs.widowx_protocol import (DEFAULT_PORT, ForbiddenPickle, ProtocolError, RobotObservation,
-                                             RobotTimeout, WidowXClient, WidowXStatus)
+from nora_bench.envs.widowx_protocol import (
+    DEFAULT_PORT,
+    ForbiddenPickle,
+    ProtocolError,
+    RobotObservation,
+    RobotTimeout,
+    WidowXClient,
+    WidowXStatus,
+)
 from nora_bench.types import BRIDGE_GRIPPER, ActionSpec, Observation, StepResult
 
 # 7-D delta end-effector actions in the Bridge convention (gripper 1.0 open, 0.0 closed). The

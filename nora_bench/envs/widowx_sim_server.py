@@ -30,15 +30,13 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-
 from typing import Optional
 
 import numpy as np
 import typer
 
 from nora_bench import UserError
-from nora_bench.envs.widowx_protocol import (DEFAULT_PORT, ActionServer, WidowXStatus, jpeg_to_mat, mat_to_jpeg,
-                                             widowx_config)
+from nora_bench.envs.widowx_protocol import DEFAULT_PORT, ActionServer, WidowXStatus, jpeg_to_mat, mat_to_jpeg, widowx_config
 
 # bridge_data_robot's workspace ([x, y, z] low / high, metres, robot base frame: x forward, y left,
 # z up) and its start pose [x, y, z, roll, pitch, yaw, gripper].

@@ -23,13 +23,12 @@ from typing import Any
 import numpy as np
 
 from nora_bench import UserError
-from nora_bench.types import ActionChunk, ActionSpec, EpisodeInfo, Requirements
 from nora_bench.policies.checkpoints import resolve_folder
 from nora_bench.policies.nora import _check_choice, gripper_libero, hub_revision, resolve_runtime
-from nora_bench.policies.nora15_expert import (ACTION_DIM, CHUNK_LENGTH, EXPERT_HEADS, NUM_STEPS, WIDTH_MULTIPLIER,
-                                               SampleTiming)
+from nora_bench.policies.nora15_expert import ACTION_DIM, CHUNK_LENGTH, EXPERT_HEADS, NUM_STEPS, WIDTH_MULTIPLIER, SampleTiming
 from nora_bench.policies.nora_prompt import NoraPrompt
 from nora_bench.policies.unnorm import Bounds, load_bounds
+from nora_bench.types import ActionChunk, ActionSpec, EpisodeInfo, Requirements
 
 GRIPPERS = ("libero", "bridge")
 WEIGHT_FILES = ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors", "*.json"]

@@ -26,8 +26,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from nora_bench import UserError, __version__
-from nora_bench.episode import InfrastructureError
-from nora_bench.types import ActionChunk, ActionSpec, EpisodeInfo, Observation, Requirements
+from nora_bench.types import ActionChunk, ActionSpec, EpisodeInfo, InfrastructureError, Observation, Requirements
 from nora_bench.wire import openpi as openpi_wire
 from nora_bench.wire import vlaeval as vla_wire
 from nora_bench.wire.layout import Layout, ReplyError

@@ -20,8 +20,7 @@ from nora_bench import UserError, __version__
 from nora_bench.config import RunConfig
 from nora_bench.envs import env_class
 from nora_bench.episode import ERROR, EpisodeResult, EpisodeSpec
-from nora_bench.run.planning import (ORDER_RULE, episode_seed, expand, ordered, pick_episode,  # noqa: F401 (re-exported)
-                                     plan_order, retries)
+from nora_bench.run.planning import ORDER_RULE, episode_seed, expand, ordered, pick_episode, plan_order, retries  # noqa: F401 (re-exported)
 from nora_bench.run.policy_actor import BatchOptions, PolicyActor
 from nora_bench.run.rundir import RunDir, now, package_versions
 from nora_bench.run.setup_gate import SetupGate
@@ -212,7 +211,7 @@ class Scheduler:
     # -- internals ----------------------------------------------------------------------------
     def _start_stopper(self, specs: list[EpisodeSpec], latest: dict, done: set, baseline: dict | None) -> None:
         """The stopping rule, fed the outcomes already recorded (a resumed run), in the run's order."""
-        from nora_bench.run.stopping import StopRule, Stopper
+        from nora_bench.run.stopping import Stopper, StopRule
 
         recorded = self.run_dir.read_json(RunDir.STOPPING)
         if recorded and not StopRule.from_dict(recorded["rule"]).same_as(self.rule):
