@@ -67,7 +67,7 @@ class FakeEnv(Env):
     action_spec: ClassVar[ActionSpec] = ActionSpec()  # LIBERO's: 7-D, agentview + wrist
     # It mostly sleeps: many workers share a core (64 fit on 2 cores), each a Python process.
     worker_cpus: ClassVar[float] = 0.02
-    worker_memory: ClassVar[int] = 200 * 2**20
+    worker_memory: ClassVar[int] = 100 * 2**20
 
     def __init__(self):
         self.info: dict[str, Any] = {}
