@@ -63,10 +63,11 @@ class Latency:
 
 
 def simulate(episodes: list[EpisodeCost], workers: int, replicas: int, latency: Latency, max_batch: int = 8,
-             max_wait_s: float = 0.005, query_overhead_s: float = 0.0) -> dict:
+             max_wait_s: float = 0.005, query_overhead_s: float = 0.0, starts: list[float] | None = None) -> dict:
     """Wall seconds to run `episodes` on `workers` env workers pinned round-robin to `replicas` policy
     replicas; the batcher's rule: a batch goes when it holds every open episode of its replica or
-    `max_batch` queries, or when its oldest query has waited `max_wait_s`."""
+    `max_batch` queries, or when its oldest query has waited `max_wait_s`. `starts`: when each worker
+    is ready (default: all at 0)."""
     queue = list(episodes)
     events: list = []  # (time, seq, kind, worker)
     seq = 0
@@ -112,10 +113,12 @@ def simulate(episodes: list[EpisodeCost], workers: int, replicas: int, latency: 
         push(done, "free", r)
 
     for w in range(workers):
-        start(w, 0.0)
+        push(starts[w] if starts else 0.0, "ready", w)
     while events:
         now, _, kind, x = heapq.heappop(events)
-        if kind == "query":
+        if kind == "ready":
+            start(x, now)
+        elif kind == "query":
             pending[rep_of[x]].append((now, x))
             try_batch(rep_of[x], now)
         elif kind in ("timer", "free"):
@@ -140,18 +143,28 @@ def suite_episodes(suites: list[str], args) -> list[EpisodeCost]:
     rng = np.random.default_rng(0)
     recorded = records_costs(args.records) if args.records else None
     out = []
-    for name in suites:
+    rates = _per_suite(args.success_rate, len(suites), float, "--success-rate")
+    success_steps = _per_suite(args.success_steps, len(suites), int, "--success-steps")
+    for name, rate, ok_steps in zip(suites, rates, success_steps):
         s = load_suite(name)
+        limit = args.fail_steps or s.max_steps
         n = s.num_tasks * (args.trials or s.trials)
         for _ in range(n):
             if recorded:
                 steps, step_s, reset_s = recorded[rng.integers(len(recorded))]
             else:
-                ok = rng.random() < args.success_rate
-                steps = min(s.max_steps, args.success_steps or s.max_steps // 2) if ok else s.max_steps
+                ok = rng.random() < rate
+                steps = min(limit, ok_steps or limit // 2) if ok else limit
                 step_s, reset_s = args.step_ms / 1000, args.reset_ms / 1000
             out.append(EpisodeCost(int(steps), s.num_steps_wait, step_s, reset_s, args.exec))
     return out
+
+
+def _per_suite(text: str, n: int, kind, flag: str) -> list:
+    values = [kind(v) for v in str(text).split(",")]
+    if len(values) not in (1, n):
+        raise SystemExit(f"{flag} {text}: give one value, or one per suite ({n})")
+    return values * n if len(values) == 1 else values
 
 
 def records_costs(run: str) -> list[tuple[int, float, float]]:
@@ -186,9 +199,10 @@ def plan(args) -> None:
           "(Ray, worker and model start-up not included)")
 
 
-def measured_fake_run(workers: int, step_ms: float, latency_s: float, episodes: int, steps: int) -> tuple[float, int]:
-    """Run the fake env with the fixed-cost policy actor; seconds from the first episode's start to the
-    last record, and the steps per episode."""
+def measured_fake_run(workers: int, step_ms: float, latency_s: float, episodes: int, steps: int) -> dict:
+    """Run the fake env with the fixed-cost policy actor: seconds from the first episode's start to the
+    last record, each worker's ready time (its first episode's start), the step cost and the harness's
+    cost per query read from the records (timings env_s / env_steps, policy_s / queries - latency)."""
     import yaml
 
     from nora_bench.config import RunConfig
@@ -204,26 +218,40 @@ def measured_fake_run(workers: int, step_ms: float, latency_s: float, episodes: 
         (Path(d) / "p.yaml").write_text(yaml.safe_dump({**preset, "name": "fixed-cost", "latency_s": latency_s}))
         config = RunConfig.resolve(suite=str(Path(d) / "s.yaml"), policy=str(Path(d) / "p.yaml"), tasks="0",
                                    trials=episodes, max_steps=steps, video=False)
-        done: list[tuple[float, float]] = []
+        done: list[tuple[float, object]] = []
         sched = Scheduler(config, RunDir(Path(d) / "run"), ExecOptions(workers=workers, progress=False))
-        sched.run(on_result=lambda r: done.append((time.perf_counter(), r.timings["wall_s"])))
-    first_start = min(t - w for t, w in done)
-    return max(t for t, _ in done) - first_start, steps
+        sched.run(on_result=lambda r: done.append((time.perf_counter(), r)))
+    first = min(t - r.timings["wall_s"] for t, r in done)
+    ready: dict[str, float] = {}
+    for t, r in done:
+        ready[r.worker] = min(ready.get(r.worker, 1e18), t - r.timings["wall_s"] - first)
+    recs = [r for _, r in done]
+    return {"wall_s": max(t for t, _ in done) - first, "starts": sorted(ready.values()),
+            "step_s": statistics.mean(r.timings["env_s"] / r.env_steps for r in recs),
+            "overhead_s": statistics.mean(r.timings["policy_s"] / r.queries for r in recs) - latency_s}
 
 
 def validate(args) -> None:
     """Predicted vs measured wall time on this machine: the fake env (fixed step cost) with the
     fixed-cost policy actor, 1 and 2 workers."""
     step_ms, lat_s, episodes, steps = 20.0, 0.05, 4, 40
+    # Calibration: a separate 1-worker run's records give this machine's real step cost (sleep
+    # overshoot included) and the harness's cost per query (Ray call, batcher), as a planner reads
+    # them from an earlier run.
+    cal = measured_fake_run(1, step_ms, lat_s, 2, steps)
+    print(f"calibration run: {cal['step_s'] * 1000:.1f} ms per env step (asked {step_ms:g}), "
+          f"{cal['overhead_s'] * 1000:.1f} ms harness cost per query")
     rows = []
     for workers in (1, 2):
-        measured, _ = measured_fake_run(workers, step_ms, lat_s, episodes, steps)
-        eps = [EpisodeCost(steps, 0, step_ms / 1000, 0.0, 1)] * episodes
-        predicted = simulate(eps, workers, 1, Latency(lat_s, 0.0), 8, 0.005, args.query_overhead_ms / 1000)["wall_s"]
+        m = measured_fake_run(workers, step_ms, lat_s, episodes, steps)
+        eps = [EpisodeCost(steps, 0, cal["step_s"], 0.0, 1)] * episodes
+        predicted = simulate(eps, workers, 1, Latency(lat_s, 0.0), 8, 0.005, cal["overhead_s"], m["starts"])["wall_s"]
         rows.append((f"fake {step_ms:g} ms/step, policy {lat_s * 1000:g} ms/batch", workers, episodes,
-                     f"{predicted:.1f}", f"{measured:.1f}", f"{(predicted - measured) / measured:+.0%}"))
-    common.table(rows, ("run", "workers", "episodes", "predicted s", "measured s", "error"))
-    print("(target: within 15%; measured from the first episode's start to the last record)")
+                     " ".join(f"{s:.1f}" for s in m["starts"]), f"{predicted:.1f}", f"{m['wall_s']:.1f}",
+                     f"{(predicted - m['wall_s']) / m['wall_s']:+.0%}"))
+    common.table(rows, ("run", "workers", "episodes", "worker ready s", "predicted s", "measured s", "error"))
+    print("(target: within 15%; measured from the first episode's start to the last record; each worker's "
+          "ready time is taken from the run, start-up is not what the planner predicts)")
 
 
 def main() -> None:
@@ -238,8 +266,11 @@ def main() -> None:
     ap.add_argument("--records", default=None, help="an earlier run folder: step costs and episode lengths")
     ap.add_argument("--latency-ms", default="50+2*b")
     ap.add_argument("--exec", type=int, default=1, help="actions executed per query (the chunk rule)")
-    ap.add_argument("--success-rate", type=float, default=0.9)
-    ap.add_argument("--success-steps", type=int, default=0, help="env steps of a success (default: half the limit)")
+    ap.add_argument("--success-rate", default="0.9", help="one, or one per suite (comma-separated)")
+    ap.add_argument("--success-steps", default="0",
+                    help="env steps of a success, one or one per suite (default: half the limit)")
+    ap.add_argument("--fail-steps", type=int, default=0,
+                    help="env steps of a failed episode (default: the suite's limit; NORA's recipes: 500 queries x exec)")
     ap.add_argument("--max-batch", type=int, default=32)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--query-overhead-ms", type=float, default=2.0)
