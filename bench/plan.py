@@ -63,11 +63,12 @@ class Latency:
 
 
 def simulate(episodes: list[EpisodeCost], workers: int, replicas: int, latency: Latency, max_batch: int = 8,
-             max_wait_s: float = 0.005, query_overhead_s: float = 0.0, starts: list[float] | None = None) -> dict:
+             max_wait_s: float = 0.005, query_overhead_s: float = 0.0, starts: list[float] | None = None,
+             build_s: float = 0.0) -> dict:
     """Wall seconds to run `episodes` on `workers` env workers pinned round-robin to `replicas` policy
     replicas; the batcher's rule: a batch goes when it holds every open episode of its replica or
     `max_batch` queries, or when its oldest query has waited `max_wait_s`. `starts`: when each worker
-    is ready (default: all at 0)."""
+    is ready (default: all at 0); `build_s`: what a worker's first reset costs on top (building the env)."""
     queue = list(episodes)
     events: list = []  # (time, seq, kind, worker)
     seq = 0
@@ -90,9 +91,10 @@ def simulate(episodes: list[EpisodeCost], workers: int, replicas: int, latency: 
         if not queue:
             return
         ep = queue.pop(0)
+        build = build_s if w not in state else 0.0
         state[w] = [ep, ep.steps]
         open_eps[rep_of[w]] += 1
-        push(t + ep.reset_s + ep.settle * ep.step_s, "query", w)
+        push(t + build + ep.reset_s + ep.settle * ep.step_s, "query", w)
 
     def try_batch(r, t):
         if not pending[r] or busy_until[r] > t + 1e-12:
@@ -231,6 +233,52 @@ def measured_fake_run(workers: int, step_ms: float, latency_s: float, episodes: 
             "overhead_s": statistics.mean(r.timings["policy_s"] / r.queries for r in recs) - latency_s}
 
 
+def measured_run(suite: str, policy: str, workers: int, episodes: int, steps: int) -> dict:
+    """A real run (any suite and policy): the same facts as `measured_fake_run`, the policy's own time
+    per query (timings policy_s / queries) included, and the reset + settle seconds."""
+    from nora_bench.config import RunConfig
+    from nora_bench.run.rundir import RunDir
+    from nora_bench.run.scheduler import ExecOptions, Scheduler
+
+    with tempfile.TemporaryDirectory() as d:
+        config = RunConfig.resolve(suite=suite, policy=policy, tasks="0", trials=episodes, max_steps=steps, video=False)
+        done: list[tuple[float, object]] = []
+        Scheduler(config, RunDir(Path(d) / "run"), ExecOptions(workers=workers, progress=False)).run(
+            on_result=lambda r: done.append((time.perf_counter(), r)))
+    first = min(t - r.timings["wall_s"] for t, r in done)
+    ready: dict[str, float] = {}
+    for t, r in done:
+        ready[r.worker] = min(ready.get(r.worker, 1e18), t - r.timings["wall_s"] - first)
+    recs = [r for _, r in done]
+    return {"wall_s": max(t for t, _ in done) - first, "starts": sorted(ready.values()), "records": recs,
+            "step_s": statistics.mean(r.timings["env_s"] / r.env_steps for r in recs),
+            "query_s": statistics.mean(r.timings["policy_s"] / r.queries for r in recs),
+            "reset_s": statistics.mean(r.timings["reset_s"] + r.timings["settle_s"] for r in recs)}
+
+
+def validate_scripted(args) -> None:
+    """The scripted expert on LIBERO (policy in the worker): a 1-worker calibration run's records give
+    step, reset and policy costs; predicted vs measured for 1 and 2 workers."""
+    suite, episodes, steps = "libero_spatial", 2, 30
+    cal = measured_run(suite, "scripted", 1, 2, steps)
+    resets = [r.timings["reset_s"] + r.timings["settle_s"] for r in cal["records"]]
+    build_s, reset_s = resets[0] - resets[1], resets[1]  # the first reset builds the env
+    print(f"calibration (1 worker, 2 episodes): {cal['step_s'] * 1000:.0f} ms per env step, env build {build_s:.1f} s, "
+          f"reset+settle {reset_s:.1f} s, {cal['query_s'] * 1000:.1f} ms policy per query")
+    rows = []
+    for workers in (1, 2):
+        m = measured_run(suite, "scripted", workers, episodes, steps)
+        eps = [EpisodeCost(r.env_steps, 0, cal["step_s"], reset_s, 1) for r in m["records"]]
+        # A local policy: each worker has its own (one replica per worker, no batching).
+        predicted = simulate(eps, workers, workers, Latency(cal["query_s"], 0.0), 1, 0.0, 0.0, m["starts"],
+                             build_s)["wall_s"]
+        rows.append((f"scripted, {suite}, {steps} steps", workers, episodes, " ".join(f"{s:.1f}" for s in m["starts"]),
+                     f"{predicted:.1f}", f"{m['wall_s']:.1f}", f"{(predicted - m['wall_s']) / m['wall_s']:+.0%}",
+                     f"{m['step_s'] * 1000:.0f}"))
+    common.table(rows, ("run", "workers", "episodes", "worker ready s", "predicted s", "measured s", "error",
+                        "measured ms/step"))
+
+
 def validate(args) -> None:
     """Predicted vs measured wall time on this machine: the fake env (fixed step cost) with the
     fixed-cost policy actor, 1 and 2 workers."""
@@ -275,8 +323,11 @@ def main() -> None:
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument("--query-overhead-ms", type=float, default=2.0)
     ap.add_argument("--validate", action="store_true")
+    ap.add_argument("--validate-scripted", action="store_true", help="the scripted expert on LIBERO, 1 and 2 workers")
     args = ap.parse_args()
-    if args.validate:
+    if args.validate_scripted:
+        validate_scripted(args)
+    elif args.validate:
         validate(args)
     elif not args.suites:
         ap.error("name the suites to plan (or --validate)")
