@@ -777,9 +777,10 @@ def test_interrupted_session_resumes_at_the_next_trial(sim_server, tmp_path):
 
 
 def test_lost_connection_ends_the_episode_with_its_reason(sim_server, tmp_path):
+    # A generous request timeout: on a loaded machine an ordinary observation must never look like a lost robot.
     port = sim_server("--die-after-steps", "4")
     out = tmp_path / "run"
-    p = Process(run_args(quick_suite(tmp_path, timeout_s=1.0), port, out, "--tasks", "0", "--trials", "2",
+    p = Process(run_args(quick_suite(tmp_path, timeout_s=5.0), port, out, "--tasks", "0", "--trials", "2",
                          "--max-steps", "20"), stdin=True)
     try:
         p.expect("press Enter to start")
@@ -792,7 +793,7 @@ def test_lost_connection_ends_the_episode_with_its_reason(sim_server, tmp_path):
         p.expect("trial 2 ===")
         p.expect("press Enter to start")
         p.send("")
-        p.expect("did not answer 'hash' within 1 s")
+        p.expect("did not answer 'hash' within 5 s")
         p.expect("Press Enter to retry")
         p.send("")
         p.expect("Press Enter to retry")
@@ -803,7 +804,7 @@ def test_lost_connection_ends_the_episode_with_its_reason(sim_server, tmp_path):
     assert rc == 2 and "run the same command again to resume" in text, text
     (r,) = records(out)
     assert r["termination"] == "env_failure" and r["success"] is False
-    assert "did not answer 'step_action' within 1 s" in r["error"]
+    assert "did not answer 'step_action' within 5 s" in r["error"]
     assert r["env_info"]["ended_by"] == "connection_lost" and r["env_steps"] == 4
     assert r["env_info"]["config_hash"] == widowx_config(port).digest()
     assert r["video"] and (out / r["video"]).is_file()  # what was recorded before the loss is kept
