@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import test_widowx
 
 from nora_bench.config import load_policy_preset
 from nora_bench.envs import ENV_KINDS, env_class
@@ -45,23 +46,11 @@ def fake_spec(ctx) -> EpisodeSpec:
                        cameras=("agentview",), video_cameras=("agentview",), camera_size=64)
 
 
+sim_server = test_widowx.sim_server  # the stand-in robot fixture, shared
+
 ENV_SPECS = {"libero": (libero_spec, None), "widowx": (widowx_spec, widowx_env), "fake": (fake_spec, None)}
 
 
-@pytest.fixture
-def sim_server():
-    from test_widowx import start_server
-
-    servers = []
-
-    def start(*options: str) -> int:
-        server, port = start_server(*options)
-        servers.append(server)
-        return port
-
-    yield start
-    for s in servers:
-        s.stop()
 
 
 @pytest.mark.parametrize("kind", sorted(ENV_KINDS))

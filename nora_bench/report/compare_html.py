@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from nora_bench.episode import SUCCESS
-from nora_bench.report.html import CSS, _card, _e, _table
+from nora_bench.report.html import CSS, JS_LAZY_VIDEOS, _card, _e, _table
 
 PAIR_CSS = """
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:.5rem;background:#fff;border:1px solid #ddd;padding:.5rem;
@@ -32,13 +32,6 @@ PAIR_JS = """
     count.textContent = shown + ' of ' + pairs.length + ' pairs shown';
   }
   only.addEventListener('change', apply);
-  const load = v => { if (!v.src) { v.preload = 'metadata'; v.src = v.dataset.src; } };
-  const videos = document.querySelectorAll('video[data-src]');
-  if ('IntersectionObserver' in window) {
-    const io = new IntersectionObserver(es => es.forEach(e => { if (e.isIntersecting) { load(e.target); io.unobserve(e.target); } }),
-                                        {rootMargin: '400px'});
-    videos.forEach(v => io.observe(v));
-  } else { videos.forEach(load); }
   apply();
 })();
 """
@@ -92,7 +85,7 @@ def comparison_page(comparison, page_path: Path) -> str:
     parts.append("</div>")
     summary = {"pairs": sum(counts.values()), **counts}
     parts.append('<script type="application/json" id="summary">' + json.dumps(summary).replace("</", "<\\/") + "</script>")
-    parts.append(f"<script>{PAIR_JS}</script></body></html>")
+    parts.append(f"<script>{PAIR_JS}{JS_LAZY_VIDEOS}</script></body></html>")
     return "\n".join(parts)
 
 
