@@ -69,7 +69,8 @@ def success_table(df: pd.DataFrame, by: list[str]) -> pd.DataFrame:
 def anytime_intervals(run_dir: str | Path, alpha: float = 0.05) -> dict | None:
     """Anytime-valid 95% intervals (nora_bench.sequential) of a run's rates per task and per suite,
     from its outcomes in its recorded order (the longest scored prefix: per task, or complete rounds
-    for a suite). None for a run without a recorded random order (its prefixes are no fair sample).
+    for a suite). None for a run without a recorded random order (its prefixes are no fair sample) and
+    for a complete run (nothing left to estimate: Wilson's interval is the one about the policy).
 
     {"task": {(suite, task_id): Interval}, "suite": {suite: Interval}}"""
     from nora_bench.sequential import suite_cs, task_cs
@@ -80,6 +81,10 @@ def anytime_intervals(run_dir: str | Path, alpha: float = 0.05) -> dict | None:
         return None
     outcome = {r["key"]: r.get("success") for r in rd.latest()}
     keys = order["keys"]
+    if all(outcome.get(k) is not None for k in keys):
+        # Every configured episode has its outcome: the interval for "the rate of this run's episodes" is
+        # the observed rate itself, which beside Wilson's would read as certainty about the policy.
+        return None
     task_of = {k: (k.split("/")[0], int(re.search(r"/task(\d+)/", k).group(1))) for k in keys}
     out: dict = {"task": {}, "suite": {}}
     by_task: dict = {}

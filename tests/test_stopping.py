@@ -188,3 +188,17 @@ def test_bad_stopping_options_are_one_line_and_exit_2(tmp_path):
         assert proc.returncode == 2, proc.stderr
         assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "x").exists()
+
+
+def test_a_complete_run_shows_no_anytime_interval(tmp_path):
+    """With every episode's outcome known the interval for the run's own rate has zero width: shown
+    beside Wilson's it would read as certainty about the policy (2/2 -> [100%, 100%]), so it is left out;
+    the stopped run of the test above keeps it."""
+    from nora_bench.results import anytime_intervals
+
+    config = RunConfig.resolve(suite="libero_spatial", policy="zero", tasks="0", trials=2, max_steps=2, video=False)
+    out = tmp_path / "run"
+    Scheduler(config, RunDir(out), ExecOptions(in_process=True, progress=False), StopRule.parse("halfwidth<=0.01")).run()
+    assert json.loads((out / "stopping.json").read_text())["status"] != "stopped"
+    assert len(RunDir(out).records()) == 2 and (out / "order.json").is_file()
+    assert anytime_intervals(out) is None
