@@ -191,6 +191,6 @@ def test_a_checkpoint_whose_config_is_not_json_is_one_line(tmp_path):
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
     (ckpt / "config.json").write_text("{'model_type': qwen2_5_vl")  # not JSON
-    proc = run_cli(*RUN, "--policy", "nora", "--checkpoint", str(ckpt), "--out", str(tmp_path / "r"))
+    proc = run_cli(*RUN, "--policy", "nora-long-libero-object", "--checkpoint", str(ckpt), "--out", str(tmp_path / "r"))
     one_line_error(proc, f"{ckpt / 'config.json'} is not JSON")
     assert not (tmp_path / "r").exists()

@@ -88,5 +88,5 @@ def test_broken_tensorflow_is_one_clear_line(tmp_path, monkeypatch):
         assert "\n" not in str(e.value)
     finally:
         images._tf_helper.cache_clear()
-    with pytest.raises(UserError, match="unknown image_resize 'lanczos'"):
-        check_pipeline("lanczos")
+    with pytest.raises(UserError, match="unknown image_resize 'bicubic'"):
+        check_pipeline("bicubic")
