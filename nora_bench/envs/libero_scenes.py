@@ -15,7 +15,6 @@ seeding (seed from the run seed and the episode key): other scenes than the publ
 from __future__ import annotations
 
 import hashlib
-import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -47,16 +46,14 @@ class SceneSeeder:
     def __init__(self, reset: Callable[[], Any]):
         self._reset = reset
         self._states: dict[tuple[int, int], tuple] = {}  # (seed, resets done) -> RNG state after them
-        self.replayed = 0  # resets replayed for the last episode
-        self.replay_s = 0.0
+        self.replayed = 0  # resets replayed for the last episode (their time is in the reset's timing)
 
     def before_reset(self, mode: str, scene_seed: int, trial: int, episode_seed: int) -> None:
         """Put the RNG where the published script has it right before trial `trial`'s reset."""
-        self.replayed, self.replay_s = 0, 0.0
+        self.replayed = 0
         if mode == EPISODE:
             np.random.seed(episode_seed % 2**32)
             return
-        t = time.perf_counter()
         done = max((k for s, k in self._states if s == scene_seed and k <= trial), default=None)
         if done is None:
             np.random.seed(scene_seed)
@@ -68,7 +65,6 @@ class SceneSeeder:
             done += 1
             self.replayed += 1
             self._states[(scene_seed, done)] = np.random.get_state()
-        self.replay_s = time.perf_counter() - t
 
     def after_reset(self, mode: str, scene_seed: int, trial: int) -> None:
         """Remember the RNG state after trial `trial`'s reset (the next trial starts there)."""
@@ -104,11 +100,10 @@ class SceneRecord:
     fingerprint: str
     fixtures: dict[str, list[float]]
     replayed_resets: int
-    replay_s: float
 
     @classmethod
     def read(cls, sim_env, mode: str, seed: int, seeder: SceneSeeder) -> "SceneRecord":
         poses = fixture_poses(sim_env)
         return cls(mode=mode, seed=seed, fingerprint=scene_fingerprint(poses),
                    fixtures={k: [round(x, 6) for x in v] for k, v in poses.items()},
-                   replayed_resets=seeder.replayed, replay_s=round(seeder.replay_s, 4))
+                   replayed_resets=seeder.replayed)
