@@ -127,10 +127,7 @@ def run(
     attn: Optional[str] = typer.Option(None, help="Attention: auto (flash_attention_2 when installed, else sdpa), sdpa, eager."),
 ) -> None:
     """Evaluate a policy on a suite and print its success table."""
-    from nora_bench.results import load
-    from nora_bench.run.planning import expand
     from nora_bench.run.rundir import RunDir
-    from nora_bench.run.scheduler import ExecOptions, Scheduler
 
     try:
         if policy_replicas < 1 or max_batch < 1 or max_wait_ms < 0 or policy_gpus < 0:
@@ -187,6 +184,11 @@ def run(
         from nora_bench.envs import check_run
 
         check_run(config)  # benchmark, init states, distractors: before the first episode, not per episode
+        # Ray, pandas and the simulator's modules load only now: bad input above is answered at once.
+        from nora_bench.results import load
+        from nora_bench.run.planning import expand
+        from nora_bench.run.scheduler import ExecOptions, Scheduler
+
         rd = RunDir(out)
         if rule is None and rd.exists() and rd.read_json(RunDir.STOPPING):
             rule = StopRule.from_dict(rd.read_json(RunDir.STOPPING)["rule"])  # a resumed run keeps its rule

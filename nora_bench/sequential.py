@@ -52,7 +52,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special, stats
 
 DEFAULT_ALPHA = 0.05
 SIGN_PRIOR = 4.0  # Beta(a, a) mixture for the sign test; see bench/bench_sequential.py for the choice
@@ -80,6 +79,8 @@ class HypergeometricCS:
     def __init__(self, population: int, alpha: float = DEFAULT_ALPHA, batch: int = 1, prior: tuple = (1.0, 1.0)):
         self.M, self.alpha = int(population), float(alpha)
         self.n = np.arange(self.M + 1)
+        from scipy import stats  # here, not at import: `nora-bench run` answers bad input at once
+
         self.log_prior = stats.betabinom.logpmf(self.n, self.M, *prior)
         self.t = 0
         self.s = np.zeros(batch, dtype=int)
@@ -92,6 +93,8 @@ class HypergeometricCS:
             raise ValueError(f"all {self.M} items of the population were drawn already")
         self.t += 1
         self.s = self.s + np.asarray(x, dtype=int)
+        from scipy import special, stats
+
         log_lik = stats.hypergeom.logpmf(self.s[:, None], self.M, self.n[None, :], self.t)  # (B, M+1)
         log_evidence = special.logsumexp(self.log_prior[None, :] + log_lik, axis=1)
         # R_t(n) < 1/alpha  <=>  log L_t(n) > log sum_m pi_0(m) L_t(m) + log alpha
@@ -218,6 +221,8 @@ class SignTest:
 def sign_log_e(s, d, a: float = SIGN_PRIOR):
     """log E_d of the Beta(a, a) mixture against fair signs, S = s positives among d discordant pairs."""
     s, d = np.asarray(s, dtype=float), np.asarray(d, dtype=float)
+    from scipy import special
+
     return d * math.log(2) + special.betaln(s + a, d - s + a) - special.betaln(a, a)
 
 

@@ -7,8 +7,16 @@ From Python::
     c = compare_runs(["results/a", "results/b"])   # c.per_task, c.overall, c.warnings
 """
 
-from nora_bench.report.compare import Comparison, compare_runs
-from nora_bench.report.tables import RunTables, run_tables
-from nora_bench.report.writer import write_comparison, write_run_report
+import importlib
 
-__all__ = ["Comparison", "RunTables", "compare_runs", "run_tables", "write_comparison", "write_run_report"]
+# Imported on first use: scipy, matplotlib and pandas cost seconds, and the `nora-bench` command (which
+# imports this package's `commands`) should answer a typo at once.
+_WHERE = {"Comparison": "compare", "compare_runs": "compare", "RunTables": "tables", "run_tables": "tables",
+          "write_comparison": "writer", "write_run_report": "writer"}
+__all__ = list(_WHERE)
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"nora_bench.report.{_WHERE[name]}"), name)
