@@ -11,7 +11,7 @@ demo: setup
 	.venv/bin/nora-bench run libero_spatial --policy scripted --tasks 0,1 --trials 2 --workers 2
 
 test: setup-test lint
-	.venv/bin/python -m pytest -v tests
+	.venv/bin/python -m pytest -v --durations=30 tests
 
 # Lint and import order (ruff), layers and no import cycles (import-linter, pyproject.toml): part of `make test`.
 lint: setup-test

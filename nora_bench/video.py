@@ -33,7 +33,18 @@ class VideoWriter:
             with open(self.path, "rb") as f:
                 return f.read()
         finally:
+            self.discard()
+
+    def discard(self) -> None:
+        """Remove the temporary file (an episode that ended without a result leaves nothing in /tmp)."""
+        try:
+            self._writer.close()
+        except Exception:
+            pass
+        try:
             os.unlink(self.path)
+        except FileNotFoundError:
+            pass
 
 
 def read_frames(path: str) -> np.ndarray:

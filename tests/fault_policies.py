@@ -49,3 +49,17 @@ class BrokenBuildPolicy(ZeroPolicy):
         super().__init__(**kw)
         with open(path) as f:
             json.load(f)
+
+
+class InterruptingPolicy(ZeroPolicy):
+    """Acts `after` times, then raises KeyboardInterrupt (Ctrl-C arriving mid-episode)."""
+
+    def __init__(self, after: int = 3, **kw):
+        super().__init__(**kw)
+        self.after, self.calls = after, 0
+
+    def act(self, observations):
+        self.calls += 1
+        if self.calls > self.after:
+            raise KeyboardInterrupt
+        return super().act(observations)

@@ -70,3 +70,22 @@ def test_fake_options_are_checked_before_any_episode(tmp_path, options, words):
     config = RunConfig.resolve(suite=fake_suite(tmp_path, **options), policy="zero", trials=1, video=False)
     with pytest.raises(UserError, match=words.replace("[", r"\[").replace("]", r"\]")):
         env_class("fake").check_run(config)
+
+
+def test_an_interrupted_episode_leaves_no_video_file_behind(tmp_path, monkeypatch):
+    """Ctrl-C in the middle of an episode: the interrupt goes on up, and the half-written mp4 in the
+    temp folder is removed (it used to stay in /tmp for good)."""
+    import tempfile
+
+    from nora_bench.run.planning import expand
+    from nora_bench.run.workers import EnvWorker
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    policy = tmp_path / "interrupting.yaml"
+    policy.write_text('kind: "fault_policies:InterruptingPolicy"\nafter: 3\n')
+    config = RunConfig.resolve(suite="fake", policy=str(policy), tasks="0", trials=1, video=True)
+    worker = EnvWorker(config.policy, "fake")
+    with pytest.raises(KeyboardInterrupt):
+        worker.run(expand(config)[0])
+    assert worker.policy.calls == 4  # it did get into the episode (frames were written)
+    assert not list(tmp_path.glob("nora-bench-*.mp4"))

@@ -92,6 +92,7 @@ def default_workers(n_episodes: int) -> int:
 SETUP_GATE_EPISODES = 3  # episodes in a row in which the policy never acted make a setup error
 RAY_CONNECT_TIMEOUT_S = 10.0  # to reach the head's port
 RAY_JOIN_TIMEOUT_S = 120.0  # for ray.init to join once the port answers (Ray itself retries for minutes)
+RAY_START_ATTEMPTS = 3  # local start-ups tried before giving up (Ray waits a fixed 30 s for its raylet)
 
 
 def join_ray(address: str, verbose: bool) -> None:
@@ -142,14 +143,21 @@ def init_ray(address: str | None, cpus_wanted: int, verbose: bool) -> bool:
         return True
     # Keep every Ray server on loopback for a local run.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    try:
-        ray.init(num_cpus=max(os.cpu_count() or 1, cpus_wanted), include_dashboard=False,
-                 object_store_memory=512 * 2**20, log_to_driver=verbose, logging_level=logging.WARNING,
-                 _system_config={"max_direct_call_object_size": 1 << 20})
-    except Exception as e:  # Ray's own start-up timeouts (an overloaded machine): one line, not a traceback
-        raise UserError(f"Ray could not start on this machine ({type(e).__name__}: "
-                        f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}): run the same command "
-                        "again to resume (nothing is lost), with fewer --workers if the machine is busy") from None
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        try:
+            ray.init(num_cpus=max(os.cpu_count() or 1, cpus_wanted), include_dashboard=False,
+                     object_store_memory=512 * 2**20, log_to_driver=verbose, logging_level=logging.WARNING,
+                     _system_config={"max_direct_call_object_size": 1 << 20})
+            return True
+        except Exception as e:  # Ray's own start-up timeouts (an overloaded machine): one line, not a traceback
+            # Ray gives its raylet a fixed 30 s to register; a busy machine can need longer, so try again.
+            ray.shutdown()
+            if attempt < RAY_START_ATTEMPTS and "timed out" in str(e):
+                continue
+            raise UserError(f"Ray could not start on this machine ({type(e).__name__}: "
+                            f"{str(e).strip().splitlines()[0][:300] if str(e).strip() else ''}): run the same "
+                            "command again to resume (nothing is lost), with fewer --workers if the machine is busy"
+                            ) from None
     return True
 
 

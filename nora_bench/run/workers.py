@@ -121,6 +121,10 @@ class EnvWorker:
             self._close_env()
             out = {"success": None, "termination": ERROR, "error": f"{type(e).__name__}: {e}".strip(),
                    "traceback": traceback.format_exc(limit=8)}
+        except BaseException:  # cancelled or interrupted: no record, and no half-written video left behind
+            if writer:
+                writer.discard()
+            raise
         video = writer.finish() if writer else None
         out["worker"] = self.name
         out["node"] = self.node
