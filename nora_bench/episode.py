@@ -2,7 +2,8 @@
 
 reset -> policy.start_episode(info) -> settle (dummy action, not counted) -> loop { observe ->
 query policy when the chunk rule asks -> execute one action -> stop on success / step limit /
-policy stop / env failure } -> env.judge -> policy.end_episode (always) -> `EpisodeResult`.
+policy stop / env failure } -> env.judge -> policy.end_episode (always) -> `EpisodeOutcome`, which the
+scheduler turns into the episode's record (`EpisodeResult.from_outcome`).
 """
 
 from __future__ import annotations
@@ -33,8 +34,6 @@ OPERATOR_STOP = "operator_stop"  # the env's operator stopped the episode (real 
 # step of each executed chunk (NORA's published LIBERO script checks `done` after the chunk).
 SUCCESS_CHECKS = ("any_step", "chunk_end")
 TERMINATIONS = (SUCCESS, STEP_LIMIT, POLICY_STOP, POLICY_ERROR, ENV_FAILURE, ERROR, OPERATOR_STOP)
-
-
 
 
 @dataclass(frozen=True)
@@ -83,6 +82,38 @@ class EpisodeSpec:
 
 
 @dataclass
+class EpisodeOutcome:
+    """How one attempt at an episode ended: what the protocol and the env worker know about it.
+    The scheduler adds the run's identity fields to make the record (`EpisodeResult.from_outcome`)."""
+
+    success: bool | None  # None when the attempt errored before an outcome existed
+    termination: str  # one of TERMINATIONS
+    env_steps: int = 0
+    queries: int = 0
+    decode_failures: int = 0
+    failure_reasons: list[str] = field(default_factory=list)
+    error: str | None = None
+    traceback: str | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    policy_info: dict[str, Any] = field(default_factory=dict)  # ActionChunk.info, aggregated over queries
+    # Set by the env worker after the episode: the env's task and instruction, its record facts, where it ran
+    task: str = ""
+    instruction: str = ""
+    env_info: dict[str, Any] = field(default_factory=dict)
+    worker: str = ""
+    node: str = ""
+
+    def __post_init__(self) -> None:
+        if self.termination not in TERMINATIONS:
+            raise ValueError(f"unknown termination {self.termination!r} (one of {', '.join(TERMINATIONS)})")
+
+    @classmethod
+    def errored(cls, error: str, traceback: str | None = None) -> "EpisodeOutcome":
+        """An attempt the env or the machinery could not finish (retried, then recorded)."""
+        return cls(success=None, termination=ERROR, error=error, traceback=traceback)
+
+
+@dataclass
 class EpisodeResult:
     """The record of one finished episode (one JSON line in the run folder)."""
 
@@ -128,6 +159,23 @@ class EpisodeResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_outcome(cls, spec: EpisodeSpec, outcome: EpisodeOutcome, *, attempts: int, attempt_errors: list[str],
+                     perturbation: dict[str, str], **run_fields: Any) -> "EpisodeResult":
+        """The record of an episode: the spec's identity and limits, the outcome, the run's fields
+        (policy, checkpoint, video, worker, finished_at, harness_version, versions)."""
+        return cls(
+            key=spec.key, suite=spec.suite, task_id=spec.task_id, task=outcome.task,
+            instruction=outcome.instruction, trial=spec.trial, init_state=spec.init_state,
+            seed=spec.seed, success=outcome.success, termination=outcome.termination,
+            env_steps=outcome.env_steps, queries=outcome.queries,
+            max_steps=spec.max_steps, step_unit=spec.step_unit, chunk_exec=spec.chunk_exec,
+            success_check=spec.success_check, distractors=spec.distractors, **perturbation,
+            decode_failures=outcome.decode_failures, failure_reasons=outcome.failure_reasons,
+            error=outcome.error, traceback=outcome.traceback, attempts=attempts, attempt_errors=attempt_errors,
+            timings=outcome.timings, env_info=outcome.env_info, policy_info=outcome.policy_info,
+            worker=outcome.worker, node=outcome.node, **run_fields)
+
 
 def check_chunk(chunk: ActionChunk, action_dim: int) -> str | None:
     """Why a policy's chunk cannot be executed, or None if it can."""
@@ -170,12 +218,13 @@ class ProtocolRun:
                  frame_sink: Callable[[np.ndarray], None] | None = None):
         self.env, self.spec, self.policy, self.frame_sink = env, spec, policy, frame_sink
 
-    def run(self) -> dict[str, Any]:
-        """Returns the outcome fields of an EpisodeResult (the caller adds identity fields)."""
+    def run(self) -> EpisodeOutcome:
+        """How the episode ended (the env worker adds the env's facts, the scheduler the identity fields)."""
         spec, env = self.spec, self.env
         t_start = time.perf_counter()
         timings = {"reset_s": 0.0, "settle_s": 0.0, "policy_s": 0.0, "env_s": 0.0}
-        out: dict[str, Any] = {"env_steps": 0, "queries": 0, "decode_failures": 0, "failure_reasons": []}
+        # Counters filled as the episode goes; termination and success are decided at its end.
+        out = EpisodeOutcome(success=False, termination=STEP_LIMIT)
 
         t = time.perf_counter()
         obs = env.reset(spec)
@@ -190,10 +239,10 @@ class ProtocolRun:
         finally:
             self.policy.end_episode(spec.key)
         timings["wall_s"] = time.perf_counter() - t_start
-        out["timings"] = {k: round(v, 4) for k, v in timings.items()}
+        out.timings = {k: round(v, 4) for k, v in timings.items()}
         return out
 
-    def _loop(self, obs: Observation, out: dict[str, Any], timings: dict[str, float]) -> None:
+    def _loop(self, obs: Observation, out: EpisodeOutcome, timings: dict[str, float]) -> None:
         spec, env = self.spec, self.env
         every_step_video = self.frame_sink is not None and spec.video_frames == "steps"
         t = time.perf_counter()
@@ -210,10 +259,10 @@ class ProtocolRun:
         if self.frame_sink is not None:
             self._frame(obs)
         while True:
-            if spec.step_unit == "env_steps" and out["env_steps"] >= spec.max_steps:
+            if spec.step_unit == "env_steps" and out.env_steps >= spec.max_steps:
                 break
             if executor.needs_query():
-                if spec.step_unit == "queries" and out["queries"] >= spec.max_steps:
+                if spec.step_unit == "queries" and out.queries >= spec.max_steps:
                     break
                 t = time.perf_counter()
                 try:
@@ -221,35 +270,35 @@ class ProtocolRun:
                 except InfrastructureError:
                     raise
                 except Exception as e:  # a policy exception ends this episode, recorded, not the run
-                    out["error"] = f"policy raised {type(e).__name__}: {e}"
+                    out.error = f"policy raised {type(e).__name__}: {e}"
                     termination = POLICY_ERROR
                     break
                 finally:
                     timings["policy_s"] += time.perf_counter() - t
-                out["queries"] += 1
-                out["decode_failures"] += len(chunk.failures)
-                out["failure_reasons"] += chunk.failures
+                out.queries += 1
+                out.decode_failures += len(chunk.failures)
+                out.failure_reasons += chunk.failures
                 if chunk.info:
                     infos.append(chunk.info)
                 if chunk.stop:
-                    out["error"] = chunk.stop
+                    out.error = chunk.stop
                     termination = POLICY_STOP
                     break
                 problem = check_chunk(chunk, action_dim)
                 if problem:
-                    out["error"] = problem
+                    out.error = problem
                     termination = POLICY_ERROR
                     break
                 executor.push(np.asarray(chunk.actions, dtype=np.float64))
             action = executor.pop()
             # Render only what someone will look at: the policy's next observation (unless the
             # step limit ends the episode first) or the video.
-            next_unit = out["env_steps"] + 1 if spec.step_unit == "env_steps" else out["queries"]
+            next_unit = out.env_steps + 1 if spec.step_unit == "env_steps" else out.queries
             render = (executor.needs_query() and next_unit < spec.max_steps) or every_step_video
             t = time.perf_counter()
             r = env.step(action, render=render)
             timings["env_s"] += time.perf_counter() - t
-            out["env_steps"] += 1
+            out.env_steps += 1
             obs = r.observation
             if self.frame_sink is not None and render:
                 self._frame(obs)
@@ -258,7 +307,7 @@ class ProtocolRun:
                 break
             if r.failure:
                 termination = ENV_FAILURE
-                out["error"] = r.failure
+                out.error = r.failure
                 break
             if r.stop:
                 termination = OPERATOR_STOP
@@ -273,8 +322,8 @@ class ProtocolRun:
             if success:
                 termination = SUCCESS
         if infos:
-            out["policy_info"] = aggregate_policy_info(infos)
-        out.update(success=success, termination=termination)
+            out.policy_info = aggregate_policy_info(infos)
+        out.success, out.termination = success, termination
 
     def _frame(self, obs: Observation) -> None:
         frame = self.env.frame(obs)

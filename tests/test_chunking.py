@@ -159,8 +159,8 @@ CASES = [
 @pytest.mark.parametrize("rule, limit, unit, env_steps, queries, executed, rendered", CASES)
 def test_step_query_and_render_accounting(libero_env, rule, limit, unit, env_steps, queries, executed, rendered):
     out, actions, rendered_steps, _ = run_episode(libero_env, rule, limit, unit)
-    assert out["termination"] == "step_limit"
-    assert (out["env_steps"], out["queries"]) == (env_steps, queries)
+    assert out.termination == "step_limit"
+    assert (out.env_steps, out.queries) == (env_steps, queries)
     assert len(actions) == env_steps
     if executed is None:  # ensemble: every step averages the chunks that cover it
         expected = [expected_ensemble(t, 0.01) for t in range(env_steps)]
@@ -184,7 +184,7 @@ def test_first_observation_has_images_without_settle_steps(libero_env):
     run_episode(libero_env, "all", 3)
     assert libero_env.log[-1][1] is False
     out, _, _, _ = run_episode(libero_env, "first", 2, wait=0)
-    assert out["queries"] == 2
+    assert out.queries == 2
 
 
 def test_chunk_rule_is_recorded_in_every_episode_record(tmp_path):

@@ -193,5 +193,38 @@ def test_the_protocol_starts_after_reset_and_always_ends_the_episode():
     spec = EpisodeSpec(suite="s", task_id=0, trial=0, init_state=0, seed=0, max_steps=3, num_steps_wait=0)
     policy = Recording()
     out = ProtocolRun(OneStepEnv(), spec, policy).run()
-    assert out["termination"] == "policy_error" and "a broken policy" in out["error"]
+    assert out.termination == "policy_error" and "a broken policy" in out.error
     assert policy.calls == [("start", spec.key, "do it"), ("end", spec.key)]
+
+
+# -- the outcome and the record -----------------------------------------------------------------------
+# The keys of an episodes.jsonl line, in order (RunDir.append adds config_hash): old run folders load,
+# resume and report because this stays as it is.
+RECORD_KEYS = ["key", "suite", "task_id", "task", "instruction", "trial", "init_state", "seed", "success", "termination",
+               "env_steps", "queries", "max_steps", "step_unit", "chunk_exec", "success_check", "distractors", "family",
+               "level", "base_suite", "decode_failures", "failure_reasons", "error", "traceback", "attempts",
+               "attempt_errors", "policy", "checkpoint", "video", "timings", "env_info", "policy_info", "worker", "node",
+               "finished_at", "harness_version", "versions"]
+
+
+def test_an_outcome_takes_only_the_declared_terminations_and_becomes_a_record_of_the_known_shape():
+    from nora_bench.episode import TERMINATIONS, EpisodeOutcome, EpisodeResult
+
+    with pytest.raises(ValueError, match="unknown termination 'timeout'"):
+        EpisodeOutcome(success=False, termination="timeout")
+    errored = EpisodeOutcome.errored("env worker died: boom")
+    assert (errored.success, errored.termination, errored.error) == (None, "error", "env worker died: boom")
+    assert errored.termination in TERMINATIONS
+    spec = EpisodeSpec(suite="libero_spatial", task_id=2, trial=1, init_state=1, seed=7, max_steps=9, distractors=0)
+    out = EpisodeOutcome(success=True, termination="success", env_steps=5, queries=1, task="t", instruction="do it",
+                         env_info={"final_state_sha1": "ab"}, worker="w0", timings={"wall_s": 1.0})
+    record = EpisodeResult.from_outcome(spec, out, attempts=2, attempt_errors=["first try died"],
+                                        perturbation={"family": "base", "level": "", "base_suite": "libero_spatial"},
+                                        policy="scripted", checkpoint=None, video=None, finished_at="now",
+                                        harness_version="x", versions={}).to_dict()
+    assert list(record) == RECORD_KEYS
+    assert (record["key"], record["task"], record["instruction"], record["success"], record["env_steps"]) == (
+        "libero_spatial/task002/trial01", "t", "do it", True, 5)
+    assert (record["attempts"], record["attempt_errors"], record["worker"], record["max_steps"]) == (
+        2, ["first try died"], "w0", 9)
+    assert record["env_info"] == {"final_state_sha1": "ab"} and record["timings"] == {"wall_s": 1.0}

@@ -133,8 +133,8 @@ def test_protocol_counts_steps_and_settles(env):
     frames = []
     s = spec(task=0, trial=1, max_steps=7, video=("agentview",))
     out = ProtocolRun(env, s, FunctionPolicy(act), frames.append).run()
-    assert out["termination"] == "step_limit" and out["success"] is False
-    assert out["env_steps"] == 7 and out["queries"] == 3  # chunks of 3, rule "all": 3 + 3 + 1
+    assert out.termination == "step_limit" and out.success is False
+    assert out.env_steps == 7 and out.queries == 3  # chunks of 3, rule "all": 3 + 3 + 1
     assert len(calls) == 3 and all("agentview" in o.images for o in calls)
     assert len(frames) == 8  # the settled frame + one per env step
     assert calls[0].instruction.startswith("pick up the black bowl")
@@ -146,9 +146,9 @@ def test_protocol_counts_steps_and_settles(env):
 ])
 def test_unusable_policy_output_is_recorded_with_its_reason(env, bad, reason):
     out = ProtocolRun(env, spec(task=0, trial=0, max_steps=5), FunctionPolicy(lambda obs: ActionChunk(bad))).run()
-    assert out["termination"] == "policy_error"
-    assert reason in out["error"]
-    assert out["success"] is False and out["env_steps"] == 0
+    assert out.termination == "policy_error"
+    assert reason in out.error
+    assert out.success is False and out.env_steps == 0
 
 
 def test_mujoco_imported_first_does_not_crash_rendering_setup():

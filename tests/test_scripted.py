@@ -96,8 +96,8 @@ def test_privileged_state_only_when_asked_and_no_rendering(env):
 ])
 def test_expert_solves_each_skill(env, suite, task, what):
     out = run_episode(env, spec(suite, task))
-    assert out["success"] is True, f"{what}: {out}"
-    assert out["termination"] == "success" and 0 < out["env_steps"] < LIMITS[suite]
+    assert out.success is True, f"{what}: {out}"
+    assert out.termination == "success" and 0 < out.env_steps < LIMITS[suite]
 
 
 def test_plate_without_a_rim_grasp_is_pushed_instead(env, monkeypatch):
@@ -108,7 +108,7 @@ def test_plate_without_a_rim_grasp_is_pushed_instead(env, monkeypatch):
     monkeypatch.setattr(Planner, "grasp_candidates", lambda self, obj: [] if "plate" in obj else grasps(self, obj))
     monkeypatch.setattr(Planner, "push_to", lambda self, obj, region: pushed.append(obj) or push(self, obj, region))
     out = run_episode(env, spec("libero_goal", 5))
-    assert pushed == ["plate_1"] and out["success"] is True, out
+    assert pushed == ["plate_1"] and out.success is True, out
 
 
 def test_expert_is_deterministic(env):
@@ -130,9 +130,9 @@ def test_expert_is_deterministic(env):
 def test_unsupported_goal_is_reported_not_failed(env):
     # libero_90 task 35 is (Open microwave_1): pulling a shut door open by its handle is not a skill.
     out = run_episode(env, spec("libero_90", 35))
-    assert out["termination"] == "policy_stop" and out["success"] is False
-    assert out["error"].startswith("unsupported: no skill for goal predicate open microwave_1")
-    assert out["env_steps"] == 0  # it says so before moving
+    assert out.termination == "policy_stop" and out.success is False
+    assert out.error.startswith("unsupported: no skill for goal predicate open microwave_1")
+    assert out.env_steps == 0  # it says so before moving
 
 
 def test_policy_without_state_stops_with_reason():

@@ -57,8 +57,8 @@ def run(success_steps, rule, max_steps=4, unit="queries"):
 def test_any_step_vs_chunk_end(steps, any_step, chunk_end):
     for rule, (success, env_steps) in (("any_step", any_step), ("chunk_end", chunk_end)):
         out = run(steps, rule)
-        assert (out["success"], out["env_steps"]) == (success, env_steps), rule
-        assert out["queries"] == -(-env_steps // 5)
+        assert (out.success, out.env_steps) == (success, env_steps), rule
+        assert out.queries == -(-env_steps // 5)
 
 
 def test_unknown_rule_is_one_line():

@@ -14,7 +14,7 @@ from dataclasses import replace
 from nora_bench import UserError
 from nora_bench.config import RunConfig
 from nora_bench.envs import env_class
-from nora_bench.episode import ERROR, EpisodeSpec
+from nora_bench.episode import ERROR, EpisodeOutcome, EpisodeSpec
 from nora_bench.policies import preset_requirements
 from nora_bench.run.rundir import RunDir
 
@@ -113,12 +113,12 @@ def pick_episode(queue: list[EpisodeSpec], worker_task: tuple | None, busy: set[
     raise ValueError("pick_episode() called on an empty queue")
 
 
-def retries(errors: list[str], attempts: int, outcome: dict, max_attempts: int) -> bool:
+def retries(errors: list[str], attempts: int, outcome: EpisodeOutcome, max_attempts: int) -> bool:
     """Note an errored attempt (its error appended to `errors`); True if the episode gets another one.
     Only `error` outcomes (the env or the machinery failed, not the policy) are retried."""
-    if outcome["termination"] != ERROR:
+    if outcome.termination != ERROR:
         return False
-    errors.append(outcome["error"])
+    errors.append(outcome.error)
     return attempts < max_attempts
 
 

@@ -19,7 +19,7 @@ from ray.exceptions import RayActorError, RayError
 from nora_bench import UserError, __version__
 from nora_bench.config import RunConfig
 from nora_bench.envs import env_class
-from nora_bench.episode import ERROR, EpisodeResult, EpisodeSpec
+from nora_bench.episode import ERROR, EpisodeOutcome, EpisodeResult, EpisodeSpec
 from nora_bench.run.planning import ORDER_RULE, episode_seed, expand, ordered, pick_episode, plan_order, retries  # noqa: F401 (re-exported)
 from nora_bench.run.policy_actor import BatchOptions, PolicyActor
 from nora_bench.run.rundir import RunDir, now, package_versions
@@ -315,9 +315,9 @@ class Scheduler:
                 del workers[i], worker_task[i]
                 i, next_index = next_index, next_index + 1
                 workers[i], worker_task[i] = self._new_worker(i), None
-                outcome, video = {"success": None, "termination": ERROR, "error": cause}, None
+                outcome, video = EpisodeOutcome.errored(cause), None
             except RayError as e:
-                outcome, video = {"success": None, "termination": ERROR, "error": f"{type(e).__name__}: {e}"}, None
+                outcome, video = EpisodeOutcome.errored(f"{type(e).__name__}: {e}"), None
             if self._retry(p, outcome):
                 queue.insert(0, p)
             else:
@@ -346,11 +346,11 @@ class Scheduler:
         finally:
             worker.shutdown()
 
-    def _retry(self, p: _Pending, outcome: dict) -> bool:
+    def _retry(self, p: _Pending, outcome: EpisodeOutcome) -> bool:
         """Note an errored attempt; True if the episode gets another one."""
         return retries(p.errors, p.attempts, outcome, self.options.max_attempts)
 
-    def _finish(self, p: _Pending, outcome: dict, video: bytes | None, on_result) -> None:
+    def _finish(self, p: _Pending, outcome: EpisodeOutcome, video: bytes | None, on_result) -> None:
         for p, outcome, video in self._gate.admit(outcome, (p, outcome, video)):
             record = self._record(p, outcome, video)
             self.run_dir.append(record.to_dict())
@@ -360,24 +360,13 @@ class Scheduler:
             if on_result:
                 on_result(record)
 
-    def _record(self, p: _Pending, outcome: dict, video: bytes | None) -> EpisodeResult:
+    def _record(self, p: _Pending, outcome: EpisodeOutcome, video: bytes | None) -> EpisodeResult:
         spec, policy = p.spec, self.config.policy
         rel = self.run_dir.write_video(spec.key, video) if video else None
-        return EpisodeResult(
-            key=spec.key, suite=spec.suite, task_id=spec.task_id, task=outcome.get("task", ""),
-            instruction=outcome.get("instruction", ""), trial=spec.trial, init_state=spec.init_state,
-            seed=spec.seed, success=outcome.get("success"), termination=outcome["termination"],
-            env_steps=outcome.get("env_steps", 0), queries=outcome.get("queries", 0),
-            max_steps=spec.max_steps, step_unit=spec.step_unit, chunk_exec=spec.chunk_exec,
-            success_check=spec.success_check,
-            distractors=spec.distractors, **self.config.suite_spec.perturbation(spec.distractors),
-            decode_failures=outcome.get("decode_failures", 0),
-            failure_reasons=outcome.get("failure_reasons", []), error=outcome.get("error"),
-            traceback=outcome.get("traceback"), attempts=p.attempts,
-            attempt_errors=p.errors[:-1] if outcome["termination"] == ERROR else list(p.errors),
+        return EpisodeResult.from_outcome(
+            spec, outcome, attempts=p.attempts,
+            # An errored record's own error is its last attempt's: the list keeps the earlier ones.
+            attempt_errors=p.errors[:-1] if outcome.termination == ERROR else list(p.errors),
+            perturbation=self.config.suite_spec.perturbation(spec.distractors),
             policy=policy.get("name", ""), checkpoint=policy.get("checkpoint"), video=rel,
-            timings=outcome.get("timings", {}), env_info=outcome.get("env_info", {}),
-            policy_info=outcome.get("policy_info", {}),
-            worker=outcome.get("worker", ""), node=outcome.get("node", ""), finished_at=now(), harness_version=__version__,
-            versions=self.versions,
-        )
+            finished_at=now(), harness_version=__version__, versions=self.versions)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from nora_bench import UserError
-from nora_bench.episode import ERROR, POLICY_ERROR
+from nora_bench.episode import ERROR, POLICY_ERROR, EpisodeOutcome
 
 
 @dataclass
@@ -22,16 +22,16 @@ class SetupGate:
     proven: bool = False
     held: list = field(default_factory=list)
 
-    def admit(self, outcome: dict, item) -> list:
+    def admit(self, outcome: EpisodeOutcome, item) -> list:
         """The items to record now (in order): none while the policy has never acted."""
         if self.proven:
             return [item]
-        if outcome.get("termination") == POLICY_ERROR and not outcome.get("env_steps"):
+        if outcome.termination == POLICY_ERROR and not outcome.env_steps:
             self.held.append((outcome, item))
             if len(self.held) >= self.limit:
                 raise self.error()
             return []
-        if outcome.get("termination") == ERROR:  # an env/worker error proves nothing either way
+        if outcome.termination == ERROR:  # an env/worker error proves nothing either way
             return [item]
         self.proven = True
         released, self.held = [i for _, i in self.held], []
@@ -43,7 +43,7 @@ class SetupGate:
             raise self.error()
 
     def error(self) -> UserError:
-        first = self.held[0][0].get("error") or "no usable action"
+        first = self.held[0][0].error or "no usable action"
         n = len(self.held)
         return UserError(f"policy {self.policy!r} failed before its first action in {'each of ' if n > 1 else ''}"
                          f"{n} episode{'s' if n > 1 else ''} ({first}): a setup error, not a result, so none was "

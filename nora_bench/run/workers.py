@@ -10,14 +10,13 @@ import os
 import socket
 import time
 import traceback
-from typing import Any
 
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
 from nora_bench import UserError
 from nora_bench.envs import configure_rendering, env_class, make_env
-from nora_bench.episode import ERROR, EpisodeSpec, InfrastructureError, ProtocolRun
+from nora_bench.episode import EpisodeOutcome, EpisodeSpec, InfrastructureError, ProtocolRun
 from nora_bench.policies import make_policy
 from nora_bench.run.policy_actor import PolicyRestarted
 from nora_bench.types import ActionChunk, EpisodeInfo, Observation, Requirements
@@ -96,8 +95,8 @@ class EnvWorker:
     def pid(self) -> int:
         return os.getpid()
 
-    def run(self, spec: EpisodeSpec) -> tuple[dict[str, Any], bytes | None]:
-        """One episode -> (outcome fields, mp4 bytes or None). Exceptions become an ERROR outcome."""
+    def run(self, spec: EpisodeSpec) -> tuple[EpisodeOutcome, bytes | None]:
+        """One episode -> (its outcome, mp4 bytes or None). Exceptions become an ERROR outcome."""
         # The env's control rate: videos play in real time.
         fps = self.env_cls.video_fps(dict(spec.env_options))
         writer = VideoWriter(fps=fps) if spec.video_cameras else None
@@ -108,26 +107,24 @@ class EnvWorker:
                 self.env = make_env(spec.env)
             policy = self.policy if self.policy is not None else ActorPolicy(self.policy_actor, spec)
             out = ProtocolRun(self.env, spec, policy, writer.add if writer else None).run()
-            out.update(self.env.info)
-            out["env_info"] = self.env.episode_info()
+            out.task, out.instruction = self.env.info.get("task", ""), self.env.info.get("instruction", "")
+            out.env_info = self.env.episode_info()
         except InfrastructureError as e:
             # The env is fine; the policy actor (or a server the policy talks to) failed. Wait for
             # Ray to restart an actor, then re-run.
             if self.policy_actor is not None:
                 self._wait_for_policy()
-            out = {"success": None, "termination": ERROR, "error": str(e)}
+            out = EpisodeOutcome.errored(str(e))
         except Exception as e:
             # The env may be in any state now: rebuild it for the next episode.
             self._close_env()
-            out = {"success": None, "termination": ERROR, "error": f"{type(e).__name__}: {e}".strip(),
-                   "traceback": traceback.format_exc(limit=8)}
+            out = EpisodeOutcome.errored(f"{type(e).__name__}: {e}".strip(), traceback.format_exc(limit=8))
         except BaseException:  # cancelled or interrupted: no record, and no half-written video left behind
             if writer:
                 writer.discard()
             raise
         video = writer.finish() if writer else None
-        out["worker"] = self.name
-        out["node"] = self.node
+        out.worker, out.node = self.name, self.node
         return out, video
 
     def _wait_for_policy(self) -> None:
