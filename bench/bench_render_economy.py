@@ -58,8 +58,8 @@ def run_once(env, config: str, steps: int, trial: int, size: int) -> tuple[int, 
     if writer:
         writer.finish()
     total = time.perf_counter() - t0
-    loop = total - out["timings"]["reset_s"] - out["timings"]["settle_s"]
-    return out["env_steps"], loop, frames
+    loop = total - out.timings["reset_s"] - out.timings["settle_s"]
+    return out.env_steps, loop, frames
 
 
 def main() -> None:

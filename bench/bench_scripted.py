@@ -58,7 +58,7 @@ def render_ratio(suite: str = "libero_spatial", task: int = 0, trial: int = 0) -
             out = ProtocolRun(env, spec, policy, writer.add if writer else None).run()
             if writer:
                 writer.finish()
-            rows.append((video, out["success"], out["env_steps"], 1000 * out["timings"]["env_s"] / out["env_steps"]))
+            rows.append((video, out.success, out.env_steps, 1000 * out.timings["env_s"] / out.env_steps))
     finally:
         env.close()
     for video, ok, steps, ms in rows:

@@ -137,5 +137,5 @@ def test_success_step_and_final_state_match_the_published_loop(env):
         out = ProtocolRun(env, s, policy).run()
         want = reference[trial]
         assert want["success_step"] is not None, "the expert must solve the reference trial"
-        assert out["success"] and out["env_steps"] == want["success_step"], (trial, out, want["success_step"])
+        assert out.success and out.env_steps == want["success_step"], (trial, out, want["success_step"])
         np.testing.assert_array_equal(env.sim_env.get_sim_state(), want["final_state"])

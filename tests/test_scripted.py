@@ -118,7 +118,7 @@ def test_expert_is_deterministic(env):
     out_b = run_episode(env, s, b)
     # Same episode twice: same outcome and length. (The simulator after a soft reset differs in the
     # last digits, about 1e-6, so the actions are compared to 1e-3.)
-    assert out_a["success"] and out_a["env_steps"] == out_b["env_steps"]
+    assert out_a.success and out_a.env_steps == out_b.env_steps
     assert len(a) == len(b) and all(np.allclose(x, y, atol=1e-3) for x, y in zip(a, b))
     # The policy itself is exactly deterministic: the same observations give the same actions.
     policy = make_policy(load_policy_preset("scripted"), LIBERO_ACTION_SPEC)
