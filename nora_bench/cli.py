@@ -120,6 +120,7 @@ def run(
     max_batch: int = typer.Option(8, help="Largest batch a policy actor forms from concurrent requests."),
     max_wait_ms: float = typer.Option(5.0, help="How long a policy actor waits for a batch to fill."),
     render_threads: Optional[int] = typer.Option(None, help="Mesa llvmpipe render threads per env worker (default: one per core)."),
+    envs_per_worker: int = typer.Option(1, help="Envs (concurrent episodes) per Ray env worker; >1 sends their policy-actor queries as one call (fast envs, many workers)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Show worker logs."),
     checkpoint: Optional[str] = typer.Option(None, help="Model checkpoint: a local folder or hub id (default: the preset's)."),
     device: Optional[str] = typer.Option(None, help="Model device: auto, cpu, cuda, cuda:N (default: the preset's, auto)."),
@@ -130,8 +131,8 @@ def run(
     from nora_bench.run.rundir import RunDir
 
     try:
-        if policy_replicas < 1 or max_batch < 1 or max_wait_ms < 0 or policy_gpus < 0:
-            raise UserError("--policy-replicas and --max-batch must be >= 1, --max-wait-ms and --policy-gpus >= 0")
+        if policy_replicas < 1 or max_batch < 1 or max_wait_ms < 0 or policy_gpus < 0 or envs_per_worker < 1:
+            raise UserError("--policy-replicas, --max-batch and --envs-per-worker must be >= 1, --max-wait-ms and --policy-gpus >= 0")
         rcp = None
         if recipe is not None:
             # The recipe gives every value the command line leaves out (explicit options win: verify lists them).
@@ -203,7 +204,7 @@ def run(
         options = ExecOptions(workers=workers, ray_address=ray_address, max_attempts=max_attempts, verbose=verbose,
                               policy_mode=policy_mode, policy_replicas=policy_replicas, policy_gpus=policy_gpus,
                               max_batch_size=max_batch, max_wait_ms=max_wait_ms, render_threads=render_threads,
-                              retry_errors=retry_errors)
+                              retry_errors=retry_errors, envs_per_worker=envs_per_worker)
         options.uses_policy_actor(config.policy)  # validates --policy-mode before anything starts
         scheduler = Scheduler(config, rd, options, rule)
         with Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
@@ -327,6 +328,57 @@ def table(run_dir: Path = typer.Argument(..., help="A run folder.")) -> None:
     if df.empty:
         fail(f"{run_dir} holds no finished episode yet")
     print_tables(df, run_dir)
+
+
+@app.command()
+def plan(
+    suites: list[str] = typer.Argument(..., help="The suites the run will evaluate."),
+    policy: str = typer.Option(..., help="The policy preset (its chunk rule and where it is served)."),
+    gpus: int = typer.Option(1, help="GPUs: one policy replica each."),
+    cpus: int = typer.Option(32, help="CPU cores the env workers share."),
+    trials: Optional[int] = typer.Option(None, help="Trials per task (default: the suite's)."),
+    latency_ms: Optional[str] = typer.Option(None, help="The policy's time per batch of b queries, A+B*b ms (bench/bench_nora_serving.py measures it)."),
+    step_ms: float = typer.Option(15.0, help="CPU time of one env step, ms."),
+    reset_ms: float = typer.Option(500.0, help="Reset (and scene set-up) per episode, ms; settle steps are added."),
+    build_s: float = typer.Option(0.0, help="Env build at each worker's first reset, s."),
+    records: Optional[Path] = typer.Option(None, help="An earlier run folder: its step costs and episode lengths."),
+    exec_per_query: Optional[int] = typer.Option(None, "--exec", help="Actions executed per query (default: from the chunk rule and the preset)."),
+    chunk_exec: Optional[str] = typer.Option(None, help="The chunk rule (default: the preset's)."),
+    success_rate: str = typer.Option("0.9", help="Expected success rate, one or one per suite (successes end early)."),
+    success_steps: str = typer.Option("0", help="Env steps of a success, one or one per suite (default: half the limit)."),
+    fail_steps: int = typer.Option(0, help="Env steps of a failed episode (default: the suite's limit)."),
+    max_batch: int = typer.Option(32, help="The policy actor's largest batch."),
+    query_overhead_ms: float = typer.Option(1.0, help="The harness's own cost per query, ms (bench/bench_harness_scale.py)."),
+) -> None:
+    """Predict a run's wall time by simulating the scheduler and the batching policy actors; recommend
+    env workers per GPU."""
+    from nora_bench.sizing import PlanRequest, sweep
+
+    try:
+        if records is not None and not records.is_dir():
+            raise UserError(f"--records {records}: no such run folder")
+        req = PlanRequest(suites=suites, policy=policy, gpus=gpus, cpus=cpus, trials=trials, latency_ms=latency_ms,
+                          step_ms=step_ms, reset_ms=reset_ms, build_s=build_s,
+                          records=str(records) if records else None, exec_per_query=exec_per_query,
+                          chunk_exec=chunk_exec, success_rate=success_rate, success_steps=success_steps,
+                          fail_steps=fail_steps, max_batch=max_batch, query_overhead_ms=query_overhead_ms)
+        if exec_per_query is not None and exec_per_query < 1 or max_batch < 1 or query_overhead_ms < 0:
+            raise UserError("--exec and --max-batch must be >= 1, --query-overhead-ms >= 0")
+        result = sweep(req)
+    except UserError as e:
+        fail(str(e))
+    steps = ", ".join(f"{name}: {a['episodes']} episodes, {a['actions/query']} action(s)/query, failures run "
+                      f"{a['fail steps']} env steps" for name, a in result["assumed"].items())
+    console.print(f"{result['episodes']} episodes ({escape(steps)}); mean {result['mean_steps']:.0f} env steps; "
+                  f"policy {escape(policy)} {'in each env worker' if result['local_policy'] else f'on {gpus} replica(s)'}; "
+                  f"{gpus} GPU(s), {cpus} cores", soft_wrap=True, highlight=False)
+    t = Table("workers/GPU", "workers", "predicted min", "mean batch")
+    for r in result["rows"]:
+        t.add_row(str(r["workers/GPU"]), str(r["workers"]), f"{r['wall_s'] / 60:.1f}", f"{r['mean_batch']:.1f}")
+    console.print(t)
+    c = result["choice"]
+    console.print(f"recommended: {c['workers/GPU']} env workers per GPU ({c['workers']} in all): "
+                  f"{c['wall_s'] / 60:.1f} min predicted (Ray, worker and model start-up not included)", highlight=False)
 
 
 app.command("widowx-sim-server")(widowx_sim_server_command)

@@ -63,3 +63,28 @@ class InterruptingPolicy(ZeroPolicy):
         if self.calls > self.after:
             raise KeyboardInterrupt
         return super().act(observations)
+
+
+class StallEveryEpisodePolicy(ZeroPolicy):
+    """The zero policy, except that on query `at_query` of every episode, until `marker_dir` holds a
+    marker for it, it writes its process id to that marker and blocks: the test kills the process once
+    all the episodes it waits for are stalled in it (a worker running several envs, all mid-episode)."""
+
+    def __init__(self, marker_dir: str, at_query: int = 3, **kw):
+        super().__init__(**kw)
+        self.marker_dir, self.at_query = marker_dir, at_query
+        self.queries: dict[str, int] = {}
+
+    def start_episode(self, info) -> None:
+        self.queries[info.key] = 0
+
+    def act(self, observations):
+        for o in observations:
+            self.queries[o.episode] = self.queries.get(o.episode, 0) + 1
+            marker = os.path.join(self.marker_dir, o.episode.replace("/", "_"))
+            if self.queries[o.episode] == self.at_query and not os.path.exists(marker):
+                with open(f"{marker}.tmp", "w") as f:
+                    f.write(str(os.getpid()))
+                os.replace(f"{marker}.tmp", marker)
+                time.sleep(3600)  # until killed
+        return super().act(observations)

@@ -57,6 +57,16 @@ class PolicyActor:
             raise PolicyRestarted(f"policy actor restarted during episode {observation.episode} and lost its state")
         return await self.batcher.act(observation)
 
+    async def act_batch(self, observations: list) -> list:
+        """Several episodes' queries in one call (an env worker running several envs): answers as
+        plain tuples (run/coalescing.py), an exception in the place of a query that failed."""
+        import asyncio
+
+        from nora_bench.run.coalescing import chunk_to_wire
+
+        answers = await asyncio.gather(*[self.act(o) for o in observations], return_exceptions=True)
+        return [a if isinstance(a, BaseException) else chunk_to_wire(a) for a in answers]
+
     async def stats(self) -> dict:
         import ray
 

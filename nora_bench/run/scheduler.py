@@ -56,6 +56,10 @@ class ExecOptions:
     render_threads: int | None = None
     # On resume, run again the episodes recorded as `error` (the env or worker failed, not the policy)
     retry_errors: bool = False
+    # Envs (concurrent episodes) per Ray env worker; > 1 coalesces their policy-actor queries into
+    # one call (run/coalescing.py): Ray's per-call cost, not the envs, caps fast envs otherwise.
+    envs_per_worker: int = 1
+    coalesce_wait_ms: float = 2.0
 
     def uses_policy_actor(self, preset: dict) -> bool:
         mode = preset.get("serve", "local") if self.policy_mode == "auto" else self.policy_mode
@@ -177,6 +181,7 @@ class Scheduler:
         self.env_cls = env_class(config.suite["env"])
         self.versions = package_versions(self.env_cls.versions())
         self.policy_stats: list[dict] = []
+        self.coalesce_stats: list[dict] = []  # per env worker with several envs: actor calls, queries
 
     def run(self, on_result=None) -> int:
         """Run the episodes missing from the run folder (until the stopping rule, if any, says stop).
@@ -206,7 +211,8 @@ class Scheduler:
             self._gate.finish()
             return self.finished
         n_workers = self.options.workers or default_workers(len(todo))
-        n_workers = max(1, min(n_workers, len(todo)))
+        per = max(1, self.options.envs_per_worker)
+        n_workers = max(1, min(n_workers, -(-len(todo) // per)))
         started = init_ray(self.options.ray_address, n_workers, self.options.verbose)
         try:
             self._drive(todo, n_workers, on_result)
@@ -252,9 +258,14 @@ class Scheduler:
 
     def _new_worker(self, index: int):
         actor = self._replicas[index % len(self._replicas)] if self._replicas else None
+        per = self.options.envs_per_worker
+        # K envs: K episodes at once on K threads of one actor (K = 1: a plain, one-call-at-a-time actor).
+        concurrency = {"max_concurrency": per} if per > 1 else {}
         return RemoteEnvWorker.options(
-            num_cpus=self.env_cls.worker_cpus, memory=self.env_cls.worker_memory, max_restarts=0,
-        ).remote(self.config.policy, self.env_cls.kind, f"worker{index}", actor, self.options.render_threads, True)
+            num_cpus=self.env_cls.worker_cpus * per, memory=self.env_cls.worker_memory * per, max_restarts=0,
+            **concurrency,
+        ).remote(self.config.policy, self.env_cls.kind, f"worker{index}", actor, self.options.render_threads, True,
+                 per, self.options.coalesce_wait_ms)
 
     def _drive(self, todo: list[_Pending], n_workers: int, on_result) -> None:
         self._replicas = self._policy_actors()
@@ -276,6 +287,14 @@ class Scheduler:
         worker_task: dict[int, tuple | None] = {i: None for i in workers}  # the env each worker has built
         inflight: dict = {}  # ObjectRef -> (worker index, pending)
         next_index = n_workers
+        # A dead worker's replacement: its other episodes in flight come back as errors later, and the
+        # slot each frees goes to the replacement.
+        replaced: dict[int, int] = {}
+
+        def current(i: int) -> int:
+            while i in replaced:
+                i = replaced[i]
+            return i
 
         def task_of(spec: EpisodeSpec) -> tuple:
             return (spec.suite, spec.task_id)
@@ -298,9 +317,10 @@ class Scheduler:
             worker_task[i] = task_of(p.spec)
             inflight[workers[i].run.remote(p.spec)] = (i, p)
 
-        for i in list(workers):
-            if queue:
-                submit(i)
+        for _ in range(max(1, self.options.envs_per_worker)):  # one episode per env, spread over the workers
+            for i in list(workers):
+                if queue:
+                    submit(i)
         while inflight:
             ready, _ = ray.wait(list(inflight), num_returns=1)
             ref = ready[0]
@@ -311,10 +331,12 @@ class Scheduler:
                 # The worker process died (segfault, OOM, kill -9): replace it and re-run the episode.
                 cause = f"env worker died: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
                 log.warning("%s on %s", cause, p.spec.key)
-                ray.kill(workers[i], no_restart=True)
-                del workers[i], worker_task[i]
-                i, next_index = next_index, next_index + 1
-                workers[i], worker_task[i] = self._new_worker(i), None
+                if i in workers:  # the first of its episodes to come back: replace it
+                    ray.kill(workers[i], no_restart=True)
+                    del workers[i], worker_task[i]
+                    replaced[i], next_index = next_index, next_index + 1
+                    workers[replaced[i]], worker_task[replaced[i]] = self._new_worker(replaced[i]), None
+                i = current(i)
                 outcome, video = EpisodeOutcome.errored(cause), None
             except RayError as e:
                 outcome, video = EpisodeOutcome.errored(f"{type(e).__name__}: {e}"), None
@@ -326,6 +348,8 @@ class Scheduler:
                 submit(i)
         for w in workers.values():
             try:
+                if self.options.envs_per_worker > 1:
+                    self.coalesce_stats.append(ray.get(w.coalesce_stats.remote(), timeout=30))
                 ray.get(w.shutdown.remote(), timeout=30)
             except RayError:
                 pass
