@@ -125,14 +125,21 @@ class EnvWorker:
         # A Ray actor whose constructor raises leaves its error in Ray's worker logs only: keep it
         # for `ready()`, which the driver awaits before any episode (deferred only on Ray).
         self.build_error: str | None = None
+        self.slots: list[_Slot] = []
         self.free: list[_Slot] = []
         try:
-            self.free = [_Slot(None if policy_actor is not None else make_policy(policy_preset, self.env_cls.action_spec))
-                         for _ in range(envs_per_worker)]
+            self.slots = [_Slot(None if policy_actor is not None else make_policy(policy_preset, self.env_cls.action_spec))
+                          for _ in range(envs_per_worker)]
+            self.free = list(self.slots)
         except UserError as e:
             if not defer_build_error:
                 raise
             self.build_error = str(e)
+
+    @property
+    def policy(self):
+        """The in-worker policy of the first env (with one env per worker, the worker's policy)."""
+        return self.slots[0].policy if self.slots else None
 
     def ready(self) -> str | None:
         """None once the worker (and its local policy) is built, else why it could not be."""
@@ -212,7 +219,7 @@ class EnvWorker:
 
     def shutdown(self) -> None:
         with self.lock:
-            for slot in self.free:
+            for slot in self.slots:
                 self._close_env(slot)
 
 
