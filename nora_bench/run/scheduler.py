@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import ray
 from ray.exceptions import RayActorError, RayError
@@ -20,7 +21,7 @@ from nora_bench import UserError, __version__
 from nora_bench.config import RunConfig
 from nora_bench.envs import env_class
 from nora_bench.episode import ERROR, EpisodeOutcome, EpisodeResult, EpisodeSpec
-from nora_bench.run.planning import ORDER_RULE, episode_seed, expand, ordered, pick_episode, plan_order, retries  # noqa: F401 (re-exported)
+from nora_bench.run.planning import ORDER_RULE, episode_seed, expand, ordered, pick_episode, plan_order, retries, task_of  # noqa: F401 (re-exported)
 from nora_bench.run.policy_actor import BatchOptions, PolicyActor
 from nora_bench.run.rundir import RunDir, now, package_versions
 from nora_bench.run.setup_gate import SetupGate
@@ -207,18 +208,19 @@ class Scheduler:
                                proven=resumed and any(r.get("env_steps") for r in self.run_dir.records()))
         # An env that talks to an operator on this terminal (real robot) runs in this process, never on Ray.
         if self.options.in_process or self.env_cls.operator_driven:
-            self._drive_in_process(todo, on_result)
-            self._gate.finish()
-            return self.finished
-        n_workers = self.options.workers or default_workers(len(todo))
-        per = max(1, self.options.envs_per_worker)
-        n_workers = max(1, min(n_workers, -(-len(todo) // per)))
-        started = init_ray(self.options.ray_address, n_workers, self.options.verbose)
+            backend: Backend = InProcessBackend(self.config.policy, self.env_cls, self.options)
+        else:
+            n_workers = self.options.workers or default_workers(len(todo))
+            per = max(1, self.options.envs_per_worker)
+            backend = RayBackend(self.config.policy, self.env_cls, self.options, max(1, min(n_workers, -(-len(todo) // per))))
+        clean = False
         try:
-            self._drive(todo, n_workers, on_result)
+            self._drive(backend, todo, on_result)
+            clean = True
         finally:
-            if started:
-                ray.shutdown()
+            backend.close(clean)
+            self.policy_stats += backend.policy_stats
+            self.coalesce_stats += backend.coalesce_stats
         self._gate.finish()
         return self.finished
 
@@ -240,135 +242,44 @@ class Scheduler:
     def _skip(self, spec: EpisodeSpec) -> bool:
         return self.stopper is not None and self.stopper.skip(spec.key)
 
-    def _policy_actors(self) -> list:
-        """Batching policy replicas, restarted by Ray if their process dies."""
-        o = self.options
-        if not o.uses_policy_actor(self.config.policy):
-            return []
-        have = ray.cluster_resources()
-        need = {"GPU": o.policy_gpus, "CPU": o.policy_cpus, **(o.policy_resources or {})}
-        short = [f"{v:g} {k} (the cluster has {have.get(k, 0):g})" for k, v in need.items() if v and have.get(k, 0) < v]
-        if short:  # Ray would wait for it forever
-            raise UserError(f"a policy replica needs {', '.join(short)}: it could never start; lower --policy-gpus "
-                            "or join a cluster that has it (--ray-address)")
-        cls = ray.remote(PolicyActor).options(num_cpus=o.policy_cpus, num_gpus=o.policy_gpus, resources=o.policy_resources or None,
-                                              max_restarts=-1, max_concurrency=1000)
-        batch = BatchOptions(o.max_batch_size, o.max_wait_ms)
-        return [cls.remote(self.config.policy, self.env_cls.action_spec, batch) for _ in range(o.policy_replicas)]
-
-    def _new_worker(self, index: int):
-        actor = self._replicas[index % len(self._replicas)] if self._replicas else None
-        per = self.options.envs_per_worker
-        # K envs: K episodes at once on K threads of one actor (K = 1: a plain, one-call-at-a-time actor).
-        concurrency = {"max_concurrency": per} if per > 1 else {}
-        return RemoteEnvWorker.options(
-            num_cpus=self.env_cls.worker_cpus * per, memory=self.env_cls.worker_memory * per, max_restarts=0,
-            **concurrency,
-        ).remote(self.config.policy, self.env_cls.kind, f"worker{index}", actor, self.options.render_threads, True,
-                 per, self.options.coalesce_wait_ms)
-
-    def _drive(self, todo: list[_Pending], n_workers: int, on_result) -> None:
-        self._replicas = self._policy_actors()
-        try:
-            await_built(self._replicas[:1], "policy actor")  # the first: others may wait for resources
-            self._drive_workers(todo, n_workers, on_result)
-        finally:
-            for actor in self._replicas:
-                try:
-                    self.policy_stats.append(ray.get(actor.stats.remote(), timeout=30))
-                except RayError:
-                    pass
-                ray.kill(actor, no_restart=True)
-
-    def _drive_workers(self, todo: list[_Pending], n_workers: int, on_result) -> None:
+    def _drive(self, backend: "Backend", todo: list[_Pending], on_result) -> None:
+        """Episodes to free workers until none is left: the affinity rule picks which episode a worker
+        takes, the retry rule whether an errored attempt runs again (both in run/planning.py)."""
         queue = list(todo)
-        workers = {i: self._new_worker(i) for i in range(n_workers)}
-        await_built([workers[0]], "env worker")  # before any episode: a broken policy is one line
-        worker_task: dict[int, tuple | None] = {i: None for i in workers}  # the env each worker has built
-        inflight: dict = {}  # ObjectRef -> (worker index, pending)
-        next_index = n_workers
-        # A dead worker's replacement: its other episodes in flight come back as errors later, and the
-        # slot each frees goes to the replacement.
-        replaced: dict[int, int] = {}
-
-        def current(i: int) -> int:
-            while i in replaced:
-                i = replaced[i]
-            return i
-
-        def task_of(spec: EpisodeSpec) -> tuple:
-            return (spec.suite, spec.task_id)
-
+        slots = backend.start()
+        worker_task: dict[int, tuple | None] = {i: None for i in slots}  # the env each worker has built
+        inflight: dict[int, _Pending] = {}
         # Under a stopping rule, stay close to the run's order (episodes far ahead of it are wasted
         # when the rule stops): look only a few episodes ahead for one whose env is built.
-        window = n_workers if self.stopper is not None else None
-
-        def pick(i: int) -> _Pending:
-            j = pick_episode([p.spec for p in queue], worker_task[i], {task_of(p.spec) for _, p in inflight.values()},
-                             window)
-            return queue.pop(j)
+        window = len(slots) if self.stopper is not None else None
+        if backend.lookahead is not None:
+            window = min(window or backend.lookahead, backend.lookahead)
 
         def submit(i: int) -> None:
             queue[:] = [p for p in queue if not self._skip(p.spec)]
             if not queue:
                 return
-            p = pick(i)
+            busy = {task_of(p.spec) for p in inflight.values()}
+            p = queue.pop(pick_episode([p.spec for p in queue], worker_task[i], busy, window))
             p.attempts += 1
             worker_task[i] = task_of(p.spec)
-            inflight[workers[i].run.remote(p.spec)] = (i, p)
+            inflight[i] = p
+            backend.submit(i, p.spec)
 
-        for _ in range(max(1, self.options.envs_per_worker)):  # one episode per env, spread over the workers
-            for i in list(workers):
-                if queue:
-                    submit(i)
-        while inflight:
-            ready, _ = ray.wait(list(inflight), num_returns=1)
-            ref = ready[0]
-            i, p = inflight.pop(ref)
-            try:
-                outcome, video = ray.get(ref)
-            except RayActorError as e:
-                # The worker process died (segfault, OOM, kill -9): replace it and re-run the episode.
-                cause = f"env worker died: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
-                log.warning("%s on %s", cause, p.spec.key)
-                if i in workers:  # the first of its episodes to come back: replace it
-                    ray.kill(workers[i], no_restart=True)
-                    del workers[i], worker_task[i]
-                    replaced[i], next_index = next_index, next_index + 1
-                    workers[replaced[i]], worker_task[replaced[i]] = self._new_worker(replaced[i]), None
-                i = current(i)
-                outcome, video = EpisodeOutcome.errored(cause), None
-            except RayError as e:
-                outcome, video = EpisodeOutcome.errored(f"{type(e).__name__}: {e}"), None
-            if self._retry(p, outcome):
-                queue.insert(0, p)
-            else:
-                self._finish(p, outcome, video, on_result)
+        for i in slots:
             if queue:
                 submit(i)
-        for w in workers.values():
-            try:
-                if self.options.envs_per_worker > 1:
-                    self.coalesce_stats.append(ray.get(w.coalesce_stats.remote(), timeout=30))
-                ray.get(w.shutdown.remote(), timeout=30)
-            except RayError:
-                pass
-            ray.kill(w, no_restart=True)
-
-    def _drive_in_process(self, todo: list[_Pending], on_result) -> None:
-        worker = EnvWorker(self.config.policy, self.env_cls.kind, "driver", render_threads=self.options.render_threads)
-        try:
-            for p in todo:
-                if self._skip(p.spec):
-                    continue
-                while True:
-                    p.attempts += 1
-                    outcome, video = worker.run(p.spec)
-                    if not self._retry(p, outcome):
-                        break
-                self._finish(p, outcome, video, on_result)
-        finally:
-            worker.shutdown()
+        while inflight:
+            done = backend.wait()
+            p = inflight.pop(done.slot)
+            if done.replaced:  # a new worker in that slot: no env built yet
+                worker_task[done.slot] = None
+            if self._retry(p, done.outcome):
+                queue.insert(0, p)
+            else:
+                self._finish(p, done.outcome, done.video, on_result)
+            if queue:
+                submit(done.slot)
 
     def _retry(self, p: _Pending, outcome: EpisodeOutcome) -> bool:
         """Note an errored attempt; True if the episode gets another one."""
@@ -394,3 +305,168 @@ class Scheduler:
             perturbation=self.config.suite_spec.perturbation(spec.distractors),
             policy=policy.get("name", ""), checkpoint=policy.get("checkpoint"), video=rel,
             finished_at=now(), harness_version=__version__, versions=self.versions)
+
+
+# -- where episodes run -------------------------------------------------------------------------------
+@dataclass
+class Done:
+    """A finished attempt: the slot it ran in (free again), how it ended, its video.
+    `replaced`: the slot's worker died and a new one (no env built) took its place."""
+
+    slot: int
+    outcome: EpisodeOutcome
+    video: bytes | None = None
+    replaced: bool = False
+
+
+class Backend(Protocol):
+    """Where episodes run: numbered worker slots, one episode at a time each. The scheduler decides
+    which episode goes to which slot and whether to run it again; a backend only runs them."""
+
+    lookahead: int | None  # how far ahead of the run's order a free slot may pick (None: any)
+    policy_stats: list[dict]  # per policy actor, filled by close()
+    coalesce_stats: list[dict]  # per env worker running several envs, filled by close()
+
+    def start(self) -> list[int]:
+        """Build the workers (a broken policy fails here, in one line); the slot numbers."""
+
+    def submit(self, slot: int, spec: EpisodeSpec) -> None:
+        """Start `spec` in a free slot."""
+
+    def wait(self) -> Done:
+        """Block until one submitted episode ends; errors of the machinery become ERROR outcomes."""
+
+    def close(self, clean: bool) -> None:
+        """Free everything; `clean` False after an exception (no waiting on busy workers)."""
+
+
+class InProcessBackend:
+    """One env worker in this process: for an operator at this terminal (real robot) and for debugging.
+    Episodes run in the run's order, each when `wait` is called."""
+
+    lookahead = 1
+
+    def __init__(self, preset: dict, env_cls, options: ExecOptions):
+        self.preset, self.env_cls, self.options = preset, env_cls, options
+        self.worker: EnvWorker | None = None
+        self.pending: EpisodeSpec | None = None
+        self.policy_stats: list[dict] = []
+        self.coalesce_stats: list[dict] = []
+
+    def start(self) -> list[int]:
+        self.worker = EnvWorker(self.preset, self.env_cls.kind, "driver", render_threads=self.options.render_threads)
+        return [0]
+
+    def submit(self, slot: int, spec: EpisodeSpec) -> None:
+        self.pending = spec
+
+    def wait(self) -> Done:
+        spec, self.pending = self.pending, None
+        outcome, video = self.worker.run(spec)
+        return Done(0, outcome, video)
+
+    def close(self, clean: bool) -> None:
+        if self.worker is not None:
+            self.worker.shutdown()
+
+
+class RayBackend:
+    """Env workers as Ray actors (a dead one is replaced), with batching policy actors when the policy
+    is served (restarted by Ray if their process dies). Starts a local Ray, or joins --ray-address.
+
+    With `envs_per_worker` K, worker w holds K slots (w * K ... w * K + K - 1): K episodes at once."""
+
+    lookahead = None
+
+    def __init__(self, preset: dict, env_cls, options: ExecOptions, n_workers: int):
+        self.preset, self.env_cls, self.options, self.n_workers = preset, env_cls, options, n_workers
+        self.per = max(1, options.envs_per_worker)
+        self.replicas: list = []
+        self.workers: dict[int, object] = {}  # worker number -> actor
+        self.inflight: dict = {}  # ObjectRef -> (slot, actor, spec)
+        self.names = 0  # workers built so far: each gets a new name
+        self.started_ray = False
+        self.policy_stats: list[dict] = []
+        self.coalesce_stats: list[dict] = []
+
+    def start(self) -> list[int]:
+        self.started_ray = init_ray(self.options.ray_address, self.n_workers, self.options.verbose)
+        self.replicas = self._policy_actors()
+        await_built(self.replicas[:1], "policy actor")  # the first: others may wait for resources
+        self.workers = {w: self._new_worker() for w in range(self.n_workers)}
+        await_built([self.workers[0]], "env worker")  # before any episode: a broken policy is one line
+        # One episode per env, spread over the workers: every worker's first slot, then every second one ...
+        return [w * self.per + k for k in range(self.per) for w in range(self.n_workers)]
+
+    def submit(self, slot: int, spec: EpisodeSpec) -> None:
+        actor = self.workers[slot // self.per]
+        self.inflight[actor.run.remote(spec)] = (slot, actor, spec)
+
+    def wait(self) -> Done:
+        ready, _ = ray.wait(list(self.inflight), num_returns=1)
+        slot, actor, spec = self.inflight.pop(ready[0])
+        try:
+            outcome, video = ray.get(ready[0])
+            return Done(slot, outcome, video)
+        except RayActorError as e:
+            # The worker process died (segfault, OOM, kill -9): replace it; the scheduler re-runs the
+            # episode. Its other episodes in flight come back as errors later, into the replacement's slots.
+            cause = f"env worker died: {type(e).__name__}: {str(e).splitlines()[0][:300]}"
+            log.warning("%s on %s", cause, spec.key)
+            w = slot // self.per
+            if self.workers[w] is actor:  # the first of its episodes to come back: replace it
+                ray.kill(actor, no_restart=True)
+                self.workers[w] = self._new_worker()
+            return Done(slot, EpisodeOutcome.errored(cause), None, replaced=True)
+        except RayError as e:
+            return Done(slot, EpisodeOutcome.errored(f"{type(e).__name__}: {e}"))
+
+    def close(self, clean: bool) -> None:
+        if not ray.is_initialized():
+            return
+        try:
+            for w in self.workers.values():
+                if clean:
+                    try:
+                        if self.per > 1:
+                            self.coalesce_stats.append(ray.get(w.coalesce_stats.remote(), timeout=30))
+                        ray.get(w.shutdown.remote(), timeout=30)
+                    except RayError:
+                        pass
+                ray.kill(w, no_restart=True)
+            for actor in self.replicas:
+                try:
+                    self.policy_stats.append(ray.get(actor.stats.remote(), timeout=30))
+                except RayError:
+                    pass
+                ray.kill(actor, no_restart=True)
+        finally:
+            if self.started_ray:
+                ray.shutdown()
+
+    def _policy_actors(self) -> list:
+        """Batching policy replicas, restarted by Ray if their process dies."""
+        o = self.options
+        if not o.uses_policy_actor(self.preset):
+            return []
+        have = ray.cluster_resources()
+        need = {"GPU": o.policy_gpus, "CPU": o.policy_cpus, **(o.policy_resources or {})}
+        short = [f"{v:g} {k} (the cluster has {have.get(k, 0):g})" for k, v in need.items() if v and have.get(k, 0) < v]
+        if short:  # Ray would wait for it forever
+            raise UserError(f"a policy replica needs {', '.join(short)}: it could never start; lower --policy-gpus "
+                            "or join a cluster that has it (--ray-address)")
+        cls = ray.remote(PolicyActor).options(num_cpus=o.policy_cpus, num_gpus=o.policy_gpus, resources=o.policy_resources or None,
+                                              max_restarts=-1, max_concurrency=1000)
+        batch = BatchOptions(o.max_batch_size, o.max_wait_ms)
+        return [cls.remote(self.preset, self.env_cls.action_spec, batch) for _ in range(o.policy_replicas)]
+
+    def _new_worker(self):
+        index, self.names = self.names, self.names + 1
+        actor = self.replicas[index % len(self.replicas)] if self.replicas else None
+        # K envs: K episodes at once on K threads of one actor (K = 1: a plain, one-call-at-a-time actor).
+        concurrency = {"max_concurrency": self.per} if self.per > 1 else {}
+        return RemoteEnvWorker.options(
+            num_cpus=self.env_cls.worker_cpus * self.per, memory=self.env_cls.worker_memory * self.per,
+            max_restarts=0, **concurrency,
+        ).remote(self.preset, self.env_cls.kind, f"worker{index}", actor, self.options.render_threads, True,
+                 self.per, self.options.coalesce_wait_ms)
