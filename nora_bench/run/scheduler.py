@@ -150,7 +150,9 @@ def init_ray(address: str | None, cpus_wanted: int, verbose: bool) -> bool:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     for attempt in range(1, RAY_START_ATTEMPTS + 1):
         try:
-            ray.init(num_cpus=max(os.cpu_count() or 1, cpus_wanted), include_dashboard=False,
+            # address="local": a run of its own, never the latest cluster another process started on this
+            # machine (`ray start`, a test's Cluster), which refuses num_cpus.
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, cpus_wanted), include_dashboard=False,
                      object_store_memory=512 * 2**20, log_to_driver=verbose, logging_level=logging.WARNING,
                      _system_config={"max_direct_call_object_size": 1 << 20})
             return True
