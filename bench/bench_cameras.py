@@ -13,6 +13,7 @@ def main():
     import numpy as np
 
     from nora_bench.envs import make_env
+    from nora_bench.envs.libero_options import libero_spec_fields
     from nora_bench.episode import EpisodeSpec
 
     ap = argparse.ArgumentParser()
@@ -25,8 +26,8 @@ def main():
     for r in range(a.rounds):
         for name, cams in configs.items():
             env = make_env("libero")
-            spec = EpisodeSpec(suite="libero_spatial", benchmark="libero_spatial", task_id=0, trial=0, init_state=0,
-                               seed=0, max_steps=a.steps, cameras=cams)
+            spec = EpisodeSpec(**libero_spec_fields(suite="libero_spatial", benchmark="libero_spatial", task_id=0, trial=0, init_state=0,
+                               seed=0, max_steps=a.steps, cameras=cams))
             env.reset(spec)
             for _ in range(3):  # warm-up (numba, GL)
                 env.step(env.dummy_action)

@@ -14,6 +14,7 @@ import common  # noqa: F401  (sets up the path and rendering)
 import numpy as np
 
 from nora_bench.envs import make_env
+from nora_bench.envs.libero_options import libero_spec_fields
 from nora_bench.episode import EpisodeSpec
 from nora_bench.policies.images import PIPELINES, check_pipeline
 
@@ -21,8 +22,8 @@ SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
 
 
 def spec(suite, trial, **kw):
-    return EpisodeSpec(suite=suite, benchmark=suite, task_id=0, trial=trial, init_state=trial, seed=0, max_steps=1,
-                       **kw)
+    return EpisodeSpec(**libero_spec_fields(suite=suite, benchmark=suite, task_id=0, trial=trial, init_state=trial, seed=0, max_steps=1,
+                       **kw))
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ import time
 import numpy as np
 
 from nora_bench.envs import make_env
+from nora_bench.envs.libero_options import libero_spec_fields
 from nora_bench.episode import EpisodeSpec, ProtocolRun
 from nora_bench.policies.base import ActionChunk, FunctionPolicy
 from nora_bench.run.rundir import package_versions
@@ -46,10 +47,10 @@ def chunk_policy(obs) -> ActionChunk:
 
 def run_once(env, config: str, steps: int, trial: int, size: int) -> tuple[int, float, int]:
     video = config.startswith("video")
-    spec = EpisodeSpec(suite="libero_spatial", benchmark="libero_spatial", task_id=0, trial=trial,
+    spec = EpisodeSpec(**libero_spec_fields(suite="libero_spatial", benchmark="libero_spatial", task_id=0, trial=trial,
                        init_state=trial, seed=trial, max_steps=steps, chunk_exec="all", camera_size=size,
                        cameras=("agentview",), video_cameras=("agentview",),
-                       video_frames="queries" if config == "video-query" else "steps")
+                       video_frames="queries" if config == "video-query" else "steps"))
     writer = VideoWriter() if video else None
     sink = writer.add if video else (lambda frame: None) if config == "render-all" else None
     t0 = time.perf_counter()

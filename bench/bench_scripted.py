@@ -43,6 +43,7 @@ def render_ratio(suite: str = "libero_spatial", task: int = 0, trial: int = 0) -
     side by side in one env: env time per step and the ratio."""
     from nora_bench.config import load_policy_preset
     from nora_bench.envs import make_env
+    from nora_bench.envs.libero_options import libero_spec_fields
     from nora_bench.episode import EpisodeSpec, ProtocolRun
     from nora_bench.policies import make_policy
     from nora_bench.video import VideoWriter
@@ -51,8 +52,8 @@ def render_ratio(suite: str = "libero_spatial", task: int = 0, trial: int = 0) -
     rows = []
     try:
         for video in (False, True, False, True):  # interleaved: load drifts on a shared machine
-            spec = EpisodeSpec(suite=suite, benchmark=suite, task_id=task, trial=trial, init_state=trial, seed=trial,
-                               max_steps=300, cameras=(), state=True, video_cameras=("agentview",) if video else ())
+            spec = EpisodeSpec(**libero_spec_fields(suite=suite, benchmark=suite, task_id=task, trial=trial, init_state=trial, seed=trial,
+                               max_steps=300, cameras=(), state=True, video_cameras=("agentview",) if video else ()))
             policy = make_policy(load_policy_preset("scripted"), env.action_spec)
             writer = VideoWriter() if video else None
             out = ProtocolRun(env, spec, policy, writer.add if writer else None).run()

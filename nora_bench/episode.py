@@ -49,20 +49,15 @@ class EpisodeSpec:
     step_unit: str = "env_steps"
     num_steps_wait: int = 10
     chunk_exec: str = "all"
-    distractors: int = 0
-    distractor_names: tuple[str, ...] = ()  # exactly these catalog objects (envs/distractors.py)
     env: str = "libero"
-    benchmark: str = ""
     camera_size: int = 256
     cameras: tuple[str, ...] = ("agentview",)  # what the policy needs
     state: bool = False  # privileged state in observations
     video_cameras: tuple[str, ...] = ()  # what the video shows (empty: no video)
     video_frames: str = "steps"
+    # What only this env kind reads (sorted items): the suite's env_options, its task_list entry, and the
+    # run settings the kind takes per episode (`Env.episode_options`, e.g. envs/libero.py's LiberoOptions).
     env_options: tuple[tuple[str, Any], ...] = ()
-    # LIBERO fixture placement (envs/libero_scenes.py): `reference` = the published scripts' scene for
-    # this trial after env.seed(scene_seed); `episode` = NumPy seeded from `seed` before the reset.
-    scene: str = "reference"
-    scene_seed: int = 0
     success_check: str = "any_step"  # SUCCESS_CHECKS
 
     @property
@@ -163,14 +158,14 @@ class EpisodeResult:
     def from_outcome(cls, spec: EpisodeSpec, outcome: EpisodeOutcome, *, attempts: int, attempt_errors: list[str],
                      perturbation: dict[str, str], **run_fields: Any) -> "EpisodeResult":
         """The record of an episode: the spec's identity and limits, the outcome, the run's fields
-        (policy, checkpoint, video, worker, finished_at, harness_version, versions)."""
+        (distractors, policy, checkpoint, video, finished_at, harness_version, versions)."""
         return cls(
             key=spec.key, suite=spec.suite, task_id=spec.task_id, task=outcome.task,
             instruction=outcome.instruction, trial=spec.trial, init_state=spec.init_state,
             seed=spec.seed, success=outcome.success, termination=outcome.termination,
             env_steps=outcome.env_steps, queries=outcome.queries,
             max_steps=spec.max_steps, step_unit=spec.step_unit, chunk_exec=spec.chunk_exec,
-            success_check=spec.success_check, distractors=spec.distractors, **perturbation,
+            success_check=spec.success_check, **perturbation,
             decode_failures=outcome.decode_failures, failure_reasons=outcome.failure_reasons,
             error=outcome.error, traceback=outcome.traceback, attempts=attempts, attempt_errors=attempt_errors,
             timings=outcome.timings, env_info=outcome.env_info, policy_info=outcome.policy_info,

@@ -133,12 +133,13 @@ def libero_env():
 
 
 def run_episode(env, rule, max_steps, step_unit="env_steps", video=None, wait=2):
+    from nora_bench.envs.libero_options import libero_spec_fields
     from nora_bench.episode import EpisodeSpec, ProtocolRun
 
-    spec = EpisodeSpec(suite="libero_spatial", benchmark="libero_spatial", task_id=0, trial=0, init_state=0,
+    spec = EpisodeSpec(**libero_spec_fields(suite="libero_spatial", benchmark="libero_spatial", task_id=0, trial=0, init_state=0,
                        seed=1, max_steps=max_steps, step_unit=step_unit, num_steps_wait=wait, chunk_exec=rule,
                        camera_size=128, cameras=("agentview",), video_cameras=("agentview",) if video else (),
-                       video_frames=video or "steps")
+                       video_frames=video or "steps"))
     frames = []
     out = ProtocolRun(env, spec, ScriptedPolicy(), frames.append if video else None).run()
     steps = env.log[wait:]  # the settle steps come first

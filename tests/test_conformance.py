@@ -11,6 +11,7 @@ import test_widowx
 from nora_bench.config import load_policy_preset
 from nora_bench.envs import ENV_KINDS, env_class
 from nora_bench.envs.base import Env
+from nora_bench.envs.libero_options import libero_spec_fields
 from nora_bench.episode import EpisodeSpec, ProtocolRun
 from nora_bench.policies import KINDS, make_policy, policy_class, preset_requirements
 from nora_bench.types import ActionChunk, ActionSpec, EpisodeInfo, Observation, Requirements, StepResult
@@ -23,8 +24,8 @@ def test_every_registered_kind_is_known_here():
 
 # -- env kinds ------------------------------------------------------------------------------------------
 def libero_spec(ctx) -> EpisodeSpec:
-    return EpisodeSpec(suite="libero_spatial", benchmark="libero_spatial", task_id=0, trial=0, init_state=0, seed=0,
-                       max_steps=3, cameras=("agentview",), video_cameras=("agentview",), camera_size=64)
+    return EpisodeSpec(**libero_spec_fields(suite="libero_spatial", benchmark="libero_spatial", task_id=0, trial=0, init_state=0, seed=0,
+                       max_steps=3, cameras=("agentview",), video_cameras=("agentview",), camera_size=64))
 
 
 def widowx_spec(ctx) -> EpisodeSpec:
@@ -215,7 +216,7 @@ def test_an_outcome_takes_only_the_declared_terminations_and_becomes_a_record_of
     errored = EpisodeOutcome.errored("env worker died: boom")
     assert (errored.success, errored.termination, errored.error) == (None, "error", "env worker died: boom")
     assert errored.termination in TERMINATIONS
-    spec = EpisodeSpec(suite="libero_spatial", task_id=2, trial=1, init_state=1, seed=7, max_steps=9, distractors=0)
+    spec = EpisodeSpec(**libero_spec_fields(suite="libero_spatial", task_id=2, trial=1, init_state=1, seed=7, max_steps=9, distractors=0))
     out = EpisodeOutcome(success=True, termination="success", env_steps=5, queries=1, task="t", instruction="do it",
                          env_info={"final_state_sha1": "ab"}, worker="w0", timings={"wall_s": 1.0})
     record = EpisodeResult.from_outcome(spec, out, attempts=2, attempt_errors=["first try died"],

@@ -51,10 +51,11 @@ def test_instruction_categories_are_never_sampled():
 
 def test_choice_is_deterministic_in_suite_task_trial_seed():
     from nora_bench.envs.libero import task_info
+    from nora_bench.envs.libero_options import libero_spec_fields
     from nora_bench.episode import EpisodeSpec
 
-    spec = EpisodeSpec(suite="libero_spatial", benchmark="libero_spatial", task_id=0, trial=0, init_state=0,
-                       seed=5, max_steps=10, distractors=2)
+    spec = EpisodeSpec(**libero_spec_fields(suite="libero_spatial", benchmark="libero_spatial", task_id=0, trial=0, init_state=0,
+                       seed=5, max_steps=10, distractors=2))
     info = task_info("libero_spatial", 0)
     D._categories_cached.cache_clear()
     first = D.categories_for(spec, info)
@@ -139,12 +140,13 @@ def test_cli_rejects_bad_distractor_settings(tmp_path):
 
 # -- real LIBERO scenes ---------------------------------------------------------------------------------
 def spec_for(**kw):
+    from nora_bench.envs.libero_options import libero_spec_fields
     from nora_bench.episode import EpisodeSpec
 
     base = dict(suite="libero_spatial", benchmark="libero_spatial", task_id=0, trial=0, init_state=0, seed=11,
                 max_steps=10, camera_size=128, cameras=("agentview",), state=True)
     base.update(kw)
-    return EpisodeSpec(**base)
+    return EpisodeSpec(**libero_spec_fields(**base))
 
 
 def joint_state(sim) -> dict[str, np.ndarray]:

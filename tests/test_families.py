@@ -94,11 +94,12 @@ def test_every_runnable_family_builds_and_steps_unrendered(family):
     """A few steps of task 0, init state 0 with nothing rendered; the instruction is the BDDL's."""
     from nora_bench.envs import make_env
     from nora_bench.envs.libero import task_info
+    from nora_bench.envs.libero_options import libero_spec_fields
     from nora_bench.episode import EpisodeSpec
 
     suite = load_suite(RUNNABLE[family])
-    spec = EpisodeSpec(suite=suite.name, benchmark=suite.benchmark, task_id=0, trial=0, init_state=0, seed=0,
-                       max_steps=5, cameras=(), state=True, env_options=tuple(sorted(suite.env_options.items())))
+    spec = EpisodeSpec(**libero_spec_fields(suite=suite.name, benchmark=suite.benchmark, task_id=0, trial=0, init_state=0, seed=0,
+                       max_steps=5, cameras=(), state=True, env_options=tuple(sorted(suite.env_options.items()))))
     env = make_env("libero")
     try:
         obs = env.reset(spec)

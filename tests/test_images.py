@@ -38,13 +38,14 @@ def published_resize_image(img, resize_size):
 def frames():
     """Agentview frames (rotated as the published get_libero_image does) of two suites' scenes."""
     from nora_bench.envs import make_env
+    from nora_bench.envs.libero_options import libero_spec_fields
     from nora_bench.episode import EpisodeSpec
 
     env = make_env("libero")
     out = []
     try:
         for suite, trial in (("libero_spatial", 0), ("libero_goal", 1)):
-            s = EpisodeSpec(suite=suite, benchmark=suite, task_id=0, trial=trial, init_state=trial, seed=0, max_steps=1)
+            s = EpisodeSpec(**libero_spec_fields(suite=suite, benchmark=suite, task_id=0, trial=trial, init_state=trial, seed=0, max_steps=1))
             obs = env.reset(s)
             out.append(obs.images["agentview"])
             out.append(env.step(np.array([0.5, 0.2, 0, 0, 0, 0, -1.0])).observation.images["agentview"])

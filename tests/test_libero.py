@@ -4,14 +4,15 @@ import numpy as np
 import pytest
 
 from nora_bench.envs import make_env
+from nora_bench.envs.libero_options import libero_spec_fields
 from nora_bench.episode import EpisodeSpec, ProtocolRun
 from nora_bench.policies.base import FunctionPolicy
 from nora_bench.types import ActionChunk
 
 
 def spec(task=0, trial=0, cameras=("agentview",), video=(), state=False, suite="libero_spatial", **kw):
-    return EpisodeSpec(suite=suite, benchmark=suite, task_id=task, trial=trial, init_state=trial, seed=0,
-                       max_steps=kw.pop("max_steps", 10), cameras=cameras, video_cameras=video, state=state, **kw)
+    return EpisodeSpec(**libero_spec_fields(suite=suite, benchmark=suite, task_id=task, trial=trial, init_state=trial, seed=0,
+                       max_steps=kw.pop("max_steps", 10), cameras=cameras, video_cameras=video, state=state, **kw))
 
 
 @pytest.fixture(scope="module")
@@ -160,10 +161,11 @@ def test_mujoco_imported_first_does_not_crash_rendering_setup():
 
     code = ("import mujoco\n"
             "from nora_bench.envs import make_env\n"
+            "from nora_bench.envs.libero_options import libero_spec_fields\n"
             "from nora_bench.episode import EpisodeSpec\n"
             "env = make_env('libero')\n"
-            "obs = env.reset(EpisodeSpec(suite='libero_spatial', benchmark='libero_spatial', task_id=0, trial=0,\n"
-            "                            init_state=0, seed=0, max_steps=5, cameras=('agentview',)))\n"
+            "obs = env.reset(EpisodeSpec(**libero_spec_fields(suite='libero_spatial', benchmark='libero_spatial', task_id=0, trial=0,\n"
+            "                            init_state=0, seed=0, max_steps=5, cameras=('agentview',))))\n"
             "print('frame', obs.images['agentview'].shape)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                          env={**os.environ, "MUJOCO_GL": "egl"})

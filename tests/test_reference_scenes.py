@@ -19,6 +19,7 @@ import pytest
 
 from nora_bench.envs import make_env
 from nora_bench.envs.libero import init_states, task_info
+from nora_bench.envs.libero_options import libero_spec_fields
 from nora_bench.envs.libero_scenes import fixture_poses, scene_fingerprint
 from nora_bench.episode import EpisodeSpec, ProtocolRun
 
@@ -74,8 +75,8 @@ def published_loop(suite: str, task: int, n_trials: int, model=None, max_steps: 
 
 
 def spec(suite, task, trial, **kw):
-    return EpisodeSpec(suite=suite, benchmark=suite, task_id=task, trial=trial, init_state=trial,
-                       seed=kw.pop("seed", 0), max_steps=kw.pop("max_steps", 1), **kw)
+    return EpisodeSpec(**libero_spec_fields(suite=suite, benchmark=suite, task_id=task, trial=trial, init_state=trial,
+                       seed=kw.pop("seed", 0), max_steps=kw.pop("max_steps", 1), **kw))
 
 
 def Zero():

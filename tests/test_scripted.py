@@ -13,6 +13,7 @@ import pytest
 
 from nora_bench.config import RunConfig, load_policy_preset
 from nora_bench.envs.libero import LIBERO_ACTION_SPEC
+from nora_bench.envs.libero_options import libero_spec_fields
 from nora_bench.episode import EpisodeSpec, ProtocolRun
 from nora_bench.policies import make_policy
 from nora_bench.types import Observation
@@ -21,8 +22,8 @@ LIMITS = {"libero_spatial": 220, "libero_object": 280, "libero_goal": 300, "libe
 
 
 def spec(suite: str, task: int, trial: int = 0, state: bool = True, **kw) -> EpisodeSpec:
-    return EpisodeSpec(suite=suite, benchmark=suite, task_id=task, trial=trial, init_state=trial, seed=trial,
-                       max_steps=LIMITS[suite], cameras=(), state=state, **kw)
+    return EpisodeSpec(**libero_spec_fields(suite=suite, benchmark=suite, task_id=task, trial=trial, init_state=trial, seed=trial,
+                       max_steps=LIMITS[suite], cameras=(), state=state, **kw))
 
 
 @pytest.fixture(scope="module")

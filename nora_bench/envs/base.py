@@ -46,6 +46,12 @@ class Env:
         (benchmark, tasks, init states, distractors): a UserError naming the mistake."""
 
     @classmethod
+    def episode_options(cls, config) -> dict[str, Any]:
+        """The run's settings (a `config.RunConfig`) this env kind reads per episode, carried in
+        `EpisodeSpec.env_options` beside the suite's own env_options (none by default)."""
+        return {}
+
+    @classmethod
     def video_fps(cls, options: dict[str, Any]) -> float:
         """Frames per second of an episode's video, so that it plays in real time."""
         return DEFAULT_VIDEO_FPS

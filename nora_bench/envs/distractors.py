@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from nora_bench import UserError
+from nora_bench.envs.libero_options import options_of
 
 # LIBERO object modules whose objects are movable table-top items.
 _CATALOG_MODULES = ("hope_objects", "google_scanned_objects", "turbosquid_objects", "self_designed_object")
@@ -110,8 +111,9 @@ def seed_for(suite: str, task_id: int, trial: int, seed: int) -> int:
 
 def categories_for(spec, task: dict) -> tuple[str, ...]:
     """The distractor categories of an episode (`task`: name, instruction, bddl of its task)."""
-    return _categories_cached(spec.suite, spec.task_id, spec.trial, spec.seed, spec.distractors,
-                              tuple(getattr(spec, "distractor_names", ())), task["instruction"], task["bddl"])
+    opts = options_of(spec)
+    return _categories_cached(spec.suite, spec.task_id, spec.trial, spec.seed, opts.distractors,
+                              opts.distractor_names, task["instruction"], task["bddl"])
 
 
 @lru_cache(maxsize=256)

@@ -19,6 +19,7 @@ import numpy as np
 from nora_bench import UserError
 from nora_bench.envs import configure_rendering
 from nora_bench.envs.base import Env
+from nora_bench.envs.libero_options import LiberoOptions, options_of  # noqa: F401 (re-exported)
 from nora_bench.envs.libero_scenes import REFERENCE, SceneRecord, SceneSeeder
 from nora_bench.envs.libero_state import read_state
 from nora_bench.types import LIBERO_GRIPPER, ActionSpec, Observation, StepResult
@@ -129,6 +130,13 @@ class LiberoEnv(Env):
     def check_run(cls, config) -> None:
         check_run(config)
 
+    @classmethod
+    def episode_options(cls, config) -> dict[str, Any]:
+        suite = config.suite
+        return {"benchmark": suite["benchmark"], "distractors": config.distractors,
+                "distractor_names": tuple(suite.get("distractor_names") or ()), "scene": config.scene,
+                "scene_seed": config.scene_seed}
+
     def __init__(self) -> None:
         configure_rendering()  # before robosuite loads MuJoCo's GL libraries
         self._env = None
@@ -149,7 +157,7 @@ class LiberoEnv(Env):
         from libero.libero.envs import OffScreenRenderEnv
 
         self.close()
-        info = task_info(spec.benchmark, spec.task_id)
+        info = task_info(options_of(spec).benchmark, spec.task_id)
         cameras = tuple(SIM_CAMERAS[camera_name(c)] for c in spec.render_cameras)
         categories = _distractor_categories(spec)
         bddl = info["bddl"]
@@ -179,9 +187,9 @@ class LiberoEnv(Env):
 
     @staticmethod
     def _build_key(spec) -> tuple:
-        return (spec.benchmark, spec.task_id, spec.camera_size,
-                tuple(camera_name(c) for c in spec.render_cameras), _distractor_categories(spec),
-                dict(spec.env_options).get("instruction"))
+        opts = options_of(spec)
+        return (opts.benchmark, spec.task_id, spec.camera_size,
+                tuple(camera_name(c) for c in spec.render_cameras), _distractor_categories(spec), opts.instruction)
 
     # -- the Env interface --------------------------------------------------------------------
     def reset(self, spec) -> Observation:
@@ -189,9 +197,10 @@ class LiberoEnv(Env):
             raise UserError("init_state must be >= 0")
         if self._built_for != self._build_key(spec):
             self._build(spec)
-        states = init_states(spec.benchmark, spec.task_id)
+        opts = options_of(spec)
+        states = init_states(opts.benchmark, spec.task_id)
         if spec.init_state >= len(states):
-            raise UserError(f"trial {spec.init_state} has no fixed init state: {spec.benchmark} task {spec.task_id} has {len(states)}")
+            raise UserError(f"trial {spec.init_state} has no fixed init state: {opts.benchmark} task {spec.task_id} has {len(states)}")
         self._policy_cameras = tuple(camera_name(c) for c in spec.cameras)
         self._video_cameras = tuple(camera_name(c) for c in spec.video_cameras)
         self._want_state = spec.state
@@ -202,7 +211,7 @@ class LiberoEnv(Env):
         # LIBERO re-samples fixture placements (cabinets, stoves: model body poses, not part of the
         # init state) from NumPy's global RNG at every reset: put the RNG where the published script
         # has it for this trial (envs/libero_scenes.py), or seed it per episode (scene: episode).
-        scene, scene_seed = getattr(spec, "scene", REFERENCE), getattr(spec, "scene_seed", 0)
+        scene, scene_seed = opts.scene, opts.scene_seed
         self._scenes.before_reset(scene, scene_seed, spec.init_state, spec.seed)
         self._env.reset()
         self._scenes.after_reset(scene, scene_seed, spec.init_state)
@@ -293,7 +302,7 @@ INSTRUCTION_SOURCES = ("benchmark", "bddl")
 
 
 def instruction_for(spec, info: dict, env) -> str:
-    source = dict(spec.env_options).get("instruction", "benchmark")
+    source = options_of(spec).instruction
     if source not in INSTRUCTION_SOURCES:
         raise UserError(f"unknown LIBERO instruction source {source!r}: use one of {', '.join(INSTRUCTION_SOURCES)}")
     return env.language_instruction if source == "bddl" else info["instruction"]
@@ -301,12 +310,12 @@ def instruction_for(spec, info: dict, env) -> str:
 
 def _distractor_categories(spec) -> tuple[str, ...]:
     """The distractor objects an episode's scene holds (empty: the benchmark scene)."""
-    names = tuple(getattr(spec, "distractor_names", ()))
-    if not spec.distractors and not names:
+    opts = options_of(spec)
+    if not opts.distractors and not opts.distractor_names:
         return ()
     from nora_bench.envs.distractors import categories_for
 
-    return categories_for(spec, task_info(spec.benchmark, spec.task_id))
+    return categories_for(spec, task_info(opts.benchmark, spec.task_id))
 
 
 @lru_cache(maxsize=None)

@@ -29,7 +29,8 @@ def expand(config: RunConfig) -> list[EpisodeSpec]:
     suite = config.suite_spec
     # What the policy needs is the one source of what the env renders (besides the video).
     needs = preset_requirements(config.policy)
-    spec_of_env = env_class(suite.env).action_spec
+    env_cls = env_class(suite.env)
+    spec_of_env = env_cls.action_spec
     cameras = tuple(spec_of_env.resolve_camera(c) or c for c in needs.cameras)
     video_cameras: tuple[str, ...] = ()
     if config.video:
@@ -38,14 +39,13 @@ def expand(config: RunConfig) -> list[EpisodeSpec]:
     for task in config.tasks:
         for trial in config.trials:
             spec = EpisodeSpec(
-                suite=suite.name, benchmark=suite.benchmark, env=suite.env, task_id=task, trial=trial,
+                suite=suite.name, env=suite.env, task_id=task, trial=trial,
                 init_state=trial, seed=0, max_steps=config.max_steps, step_unit=config.step_unit,
                 num_steps_wait=config.num_steps_wait, chunk_exec=config.chunk_exec,
-                distractors=config.distractors, distractor_names=tuple(suite.distractor_names),
                 camera_size=suite.camera_size, cameras=cameras,
                 state=needs.state, video_cameras=video_cameras,
-                video_frames=config.video_frames, env_options=_env_options(suite, task),
-                scene=config.scene, scene_seed=config.scene_seed, success_check=config.success_check)
+                video_frames=config.video_frames, env_options=_env_options(suite, task, env_cls.episode_options(config)),
+                success_check=config.success_check)
             specs.append(replace(spec, seed=episode_seed(config.seed, spec.key)))
     return specs
 
@@ -87,9 +87,10 @@ def ordered(specs: list[EpisodeSpec], run_dir: RunDir, seed: int, resumed: bool,
     return [by_key[k] for k in keys if k in by_key]
 
 
-def _env_options(suite, task: int) -> tuple:
-    """The suite's env options, plus its task_list entry for the task (if it has a task list)."""
-    options = dict(suite.env_options)
+def _env_options(suite, task: int, per_episode: dict) -> tuple:
+    """The suite's env options, plus its task_list entry for the task (if it has a task list) and the
+    env kind's per-episode settings."""
+    options = {**suite.env_options, **per_episode}
     if suite.task_list:
         options["task"] = suite.task_list[task]
     return tuple(sorted(options.items()))

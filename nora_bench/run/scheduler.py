@@ -304,7 +304,7 @@ class Scheduler:
             spec, outcome, attempts=p.attempts,
             # An errored record's own error is its last attempt's: the list keeps the earlier ones.
             attempt_errors=p.errors[:-1] if outcome.termination == ERROR else list(p.errors),
-            perturbation=self.config.suite_spec.perturbation(spec.distractors),
+            distractors=self.config.distractors, perturbation=self.config.suite_spec.perturbation(self.config.distractors),
             policy=policy.get("name", ""), checkpoint=policy.get("checkpoint"), video=rel,
             finished_at=now(), harness_version=__version__, versions=self.versions)
 
