@@ -65,7 +65,7 @@ def fsync_cost(folder: Path, n: int = 200) -> float:
 
 
 def run_one(envs: int, per_worker: int, replicas: int, images: bool, episodes: int, steps: int, max_batch: int,
-            wait_ms: float) -> dict:
+            wait_ms: float, placement: str = "DEFAULT") -> dict:
     from nora_bench.config import RunConfig
     from nora_bench.run.scheduler import ExecOptions, Scheduler
 
@@ -84,7 +84,7 @@ def run_one(envs: int, per_worker: int, replicas: int, images: bool, episodes: i
         workers = envs // per_worker
         sched = Scheduler(config, TimedRunDir(Path(d) / "run", appends), ExecOptions(
             workers=workers, progress=False, policy_replicas=replicas, max_batch_size=max_batch, max_wait_ms=wait_ms,
-            envs_per_worker=per_worker))
+            envs_per_worker=per_worker, worker_placement=placement))
         nodes: set[str] = set()
         cpu0, t0 = time.process_time(), time.perf_counter()
         sched.run(on_result=lambda r: (finished.append((time.perf_counter(), r.queries)), nodes.add(r.node)))
@@ -160,7 +160,9 @@ def main() -> None:
             for e, r, images, _ in [p for p in plan if p[3] == nodes]:
                 pair = []
                 for per in (1, k):
-                    row = run_one(e, per, r, images, e * args.episodes_per_env, args.steps, args.max_batch, args.wait_ms)
+                    # On the cluster the env workers are spread over its nodes (0.02 CPU each would all fit on one).
+                    row = run_one(e, per, r, images, e * args.episodes_per_env, args.steps, args.max_batch, args.wait_ms,
+                                  "SPREAD" if nodes > 1 else "DEFAULT")
                     row["cluster"] = nodes
                     loads.append(os.getloadavg()[0])
                     pair.append(row)

@@ -137,6 +137,30 @@ def test_coalescer_sends_once_everyone_waits_and_gives_each_caller_its_own_answe
     assert sent == [3, 2]
 
 
+def test_coalescer_keeps_one_call_out_at_a_time():
+    out, most = [0], [0]
+    lock = threading.Lock()
+
+    def send(observations):
+        with lock:
+            out[0] += 1
+            most[0] = max(most[0], out[0])
+        time.sleep(0.05)
+        with lock:
+            out[0] -= 1
+        return [ActionChunk(actions=o) for o in observations]
+
+    c = QueryCoalescer(send, max_wait_ms=0)  # no waiting for the others: only the one-call rule merges
+    for _ in range(4):
+        c.start()
+    threads = [threading.Thread(target=lambda n=n: [c.act(n) for _ in range(5)]) for n in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=60)
+    assert most[0] == 1 and c.stats.queries == 20 and c.stats.calls < 20
+
+
 def test_coalescer_failed_call_reaches_every_caller_and_wire_round_trip():
     def send(observations):
         raise InfrastructureError("policy actor died")

@@ -5,9 +5,11 @@ few hundred queries/s with one env per worker (docs/performance.md). A worker th
 K threads gathers their queries here and sends them together: K queries, one call. The answers travel
 back as plain tuples (numpy array, list, str, dict), not pickled `ActionChunk` dataclasses.
 
-Go rule: a batch leaves as soon as every open episode of the worker is waiting for an answer (no more
-can come), else when the oldest query has waited `max_wait_ms` (an episode still stepping a slow env
-does not hold the others back for long). More than one batch may be in flight.
+Go rule: one call in flight per worker; while it is out, queries gather. With none out, the pending
+queries leave as soon as every open episode of the worker is waiting (no more can come), else when the
+oldest has waited `max_wait_ms` (an episode still stepping a slow env does not hold the others back
+for long). Why not a call per arrival while others are out: the episodes then drift out of phase and
+each ends up in a call of its own, which is the per-call cost this is here to remove.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class QueryCoalescer:
         self.max_wait_s = max_wait_ms / 1000
         self.cond = threading.Condition()
         self.open = 0  # episodes between start() and end()
-        self.waiting = 0  # queries sent or pending, not yet answered
+        self.in_flight = False  # a call is out
         self.pending: list[_Query] = []
         self.stats = CoalesceStats()
 
@@ -71,11 +73,9 @@ class QueryCoalescer:
         query = _Query(observation, time.monotonic())
         with self.cond:
             self.pending.append(query)
-            self.waiting += 1
             self.cond.notify_all()
             while True:
                 if query.done:
-                    self.waiting -= 1
                     break
                 batch = self._take()
                 if batch:
@@ -86,7 +86,8 @@ class QueryCoalescer:
                         self.cond.acquire()
                     self.cond.notify_all()
                     continue
-                timeout = (self.pending[0].queued_at + self.max_wait_s - time.monotonic()) if self.pending else None
+                timeout = (self.pending[0].queued_at + self.max_wait_s - time.monotonic()
+                           if self.pending and not self.in_flight else None)
                 self.cond.wait(timeout if timeout is None or timeout > 0 else 0)
         if isinstance(query.answer, BaseException):
             raise query.answer
@@ -94,10 +95,10 @@ class QueryCoalescer:
 
     def _take(self) -> list[_Query]:
         """The pending queries, if the go rule says they leave now (called holding the lock)."""
-        if not self.pending:
+        if not self.pending or self.in_flight:
             return []
-        if self.waiting >= self.open or time.monotonic() - self.pending[0].queued_at >= self.max_wait_s:
-            batch, self.pending = self.pending, []
+        if len(self.pending) >= self.open or time.monotonic() - self.pending[0].queued_at >= self.max_wait_s:
+            batch, self.pending, self.in_flight = self.pending, [], True
             return batch
         return []
 
@@ -107,6 +108,12 @@ class QueryCoalescer:
         except BaseException as e:  # the call failed: every query of it gets the error
             answers = [e] * len(batch)
         with self.cond:
+            self.in_flight = False
+            # Queries that came while the call was out wait `max_wait_ms` from now for the episodes just
+            # answered (a fast env's are back in well under it): out-of-phase episodes merge again.
+            now = time.monotonic()
+            for q in self.pending:
+                q.queued_at = max(q.queued_at, now)
             self.stats.calls += 1
             self.stats.queries += len(batch)
             for q, a in zip(batch, answers):

@@ -61,6 +61,8 @@ class ExecOptions:
     # one call (run/coalescing.py): Ray's per-call cost, not the envs, caps fast envs otherwise.
     envs_per_worker: int = 1
     coalesce_wait_ms: float = 2.0
+    # Ray's placement of env workers: DEFAULT (fill a node, then the next) or SPREAD (over the nodes).
+    worker_placement: str = "DEFAULT"
 
     def uses_policy_actor(self, preset: dict) -> bool:
         mode = preset.get("serve", "local") if self.policy_mode == "auto" else self.policy_mode
@@ -469,6 +471,6 @@ class RayBackend:
         concurrency = {"max_concurrency": self.per} if self.per > 1 else {}
         return RemoteEnvWorker.options(
             num_cpus=self.env_cls.worker_cpus * self.per, memory=self.env_cls.worker_memory * self.per,
-            max_restarts=0, **concurrency,
+            max_restarts=0, scheduling_strategy=self.options.worker_placement, **concurrency,
         ).remote(self.preset, self.env_cls.kind, f"worker{index}", actor, self.options.render_threads, True,
                  self.per, self.options.coalesce_wait_ms)
