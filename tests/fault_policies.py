@@ -8,6 +8,14 @@ import time
 from nora_bench.policies.trivial import ZeroPolicy
 
 
+def stall(marker: str) -> None:
+    """Write this process's id to `marker`, then block until the test kills the process."""
+    with open(f"{marker}.tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.replace(f"{marker}.tmp", marker)  # the test never reads a half-written pid
+    time.sleep(3600)
+
+
 class StallOncePolicy(ZeroPolicy):
     """The zero policy, except that on query `at_query` of `episode`, the first time in this run,
     it writes its process id to `marker` and blocks: the test then kills that process with this
@@ -25,11 +33,7 @@ class StallOncePolicy(ZeroPolicy):
         for o in observations:
             self.queries[o.episode] = self.queries.get(o.episode, 0) + 1
             if o.episode == self.episode and self.queries[o.episode] == self.at_query and not os.path.exists(self.marker):
-                tmp = f"{self.marker}.tmp"
-                with open(tmp, "w") as f:
-                    f.write(str(os.getpid()))
-                os.replace(tmp, self.marker)  # the test never reads a half-written pid
-                time.sleep(3600)  # until killed
+                stall(self.marker)
         return super().act(observations)
 
 
@@ -83,8 +87,5 @@ class StallEveryEpisodePolicy(ZeroPolicy):
             self.queries[o.episode] = self.queries.get(o.episode, 0) + 1
             marker = os.path.join(self.marker_dir, o.episode.replace("/", "_"))
             if self.queries[o.episode] == self.at_query and not os.path.exists(marker):
-                with open(f"{marker}.tmp", "w") as f:
-                    f.write(str(os.getpid()))
-                os.replace(f"{marker}.tmp", marker)
-                time.sleep(3600)  # until killed
+                stall(marker)
         return super().act(observations)
