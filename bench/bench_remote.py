@@ -97,7 +97,7 @@ def per_query_ms(act, obs, n: int) -> tuple[float, float]:
 
 def round_trip(preset: Path, n: int) -> list[tuple[str, float]]:
     from bench.remote_policies import FixedCostPolicy
-    from nora_bench.policies.remote import RemotePolicy
+    from nora_bench.policies import make_policy
     from nora_bench.types import ActionSpec, EpisodeInfo
 
     spec, obs = ActionSpec(), observation()
@@ -110,7 +110,8 @@ def round_trip(preset: Path, n: int) -> list[tuple[str, float]]:
                                                                          "image_format": "raw"})):
         proc, port = start_serve(preset, protocol)
         try:
-            policy = RemotePolicy(spec, url=f"ws://127.0.0.1:{port}", protocol=protocol, **extra)
+            policy = make_policy({"kind": "remote", "name": "bench", "url": f"ws://127.0.0.1:{port}",
+                                  "protocol": protocol, **extra}, spec)
             policy.start_episode(info)
             rows.append((label, per_query_ms(policy.act, obs, n)))
             policy.end_episode(info.key)

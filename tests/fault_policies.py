@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
-from nora_bench.policies.trivial import ZeroPolicy
+from nora_bench.policies.trivial import ZeroConfig, ZeroPolicy
+from nora_bench.types import ActionChunk, ActionSpec, Requirements
 
 
 def stall(marker: str) -> None:
@@ -16,14 +18,23 @@ def stall(marker: str) -> None:
     time.sleep(3600)
 
 
+@dataclass(frozen=True, kw_only=True)
+class StallOnceConfig(ZeroConfig):
+    marker: str
+    episode: str
+    at_query: int = 3
+
+
 class StallOncePolicy(ZeroPolicy):
     """The zero policy, except that on query `at_query` of `episode`, the first time in this run,
     it writes its process id to `marker` and blocks: the test then kills that process with this
     call in flight for a known episode (a defined point, however slow the machine is)."""
 
-    def __init__(self, marker: str, episode: str, at_query: int = 3, **kw):
-        super().__init__(**kw)
-        self.marker, self.episode, self.at_query = marker, episode, at_query
+    config_class = StallOnceConfig
+
+    def __init__(self, config: StallOnceConfig, action_spec: ActionSpec):
+        super().__init__(config, action_spec)
+        self.marker, self.episode, self.at_query = config.marker, config.episode, config.at_query
         self.queries: dict[str, int] = {}
 
     def start_episode(self, info) -> None:
@@ -45,28 +56,43 @@ class RaisingPolicy(ZeroPolicy):
 
 
 class BrokenBuildPolicy(ZeroPolicy):
-    """Cannot be built: its construction reads a file that is not JSON (like a bad config.json)."""
+    """Cannot be built: its construction reads a file that is not JSON (like a bad config.json).
+    A class without `config_class`: its constructor's keywords are its preset keys."""
 
-    def __init__(self, path: str, **kw):
+    def __init__(self, action_spec: ActionSpec, path: str, **zero):
         import json
 
-        super().__init__(**kw)
+        super().__init__(ZeroConfig(**zero), action_spec)
         with open(path) as f:
             json.load(f)
 
 
-class InterruptingPolicy(ZeroPolicy):
-    """Acts `after` times, then raises KeyboardInterrupt (Ctrl-C arriving mid-episode)."""
+class InterruptingPolicy:
+    """Acts `after` times, then raises KeyboardInterrupt (Ctrl-C arriving mid-episode). A plain class
+    with no base and no `config_class`, as a user might write one."""
 
-    def __init__(self, after: int = 3, **kw):
-        super().__init__(**kw)
+    def __init__(self, action_spec: ActionSpec, after: int = 3):
+        self.requirements = Requirements(cameras=())
+        self.dummy_action = action_spec.dummy_action
         self.after, self.calls = after, 0
+
+    def start_episode(self, info) -> None:
+        pass
 
     def act(self, observations):
         self.calls += 1
         if self.calls > self.after:
             raise KeyboardInterrupt
-        return super().act(observations)
+        return [ActionChunk(self.dummy_action[None].copy()) for _ in observations]
+
+    def end_episode(self, key: str) -> None:
+        pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class StallEveryEpisodeConfig(ZeroConfig):
+    marker_dir: str
+    at_query: int = 3
 
 
 class StallEveryEpisodePolicy(ZeroPolicy):
@@ -74,9 +100,11 @@ class StallEveryEpisodePolicy(ZeroPolicy):
     marker for it, it writes its process id to that marker and blocks: the test kills the process once
     all the episodes it waits for are stalled in it (a worker running several envs, all mid-episode)."""
 
-    def __init__(self, marker_dir: str, at_query: int = 3, **kw):
-        super().__init__(**kw)
-        self.marker_dir, self.at_query = marker_dir, at_query
+    config_class = StallEveryEpisodeConfig
+
+    def __init__(self, config: StallEveryEpisodeConfig, action_spec: ActionSpec):
+        super().__init__(config, action_spec)
+        self.marker_dir, self.at_query = config.marker_dir, config.at_query
         self.queries: dict[str, int] = {}
 
     def start_episode(self, info) -> None:

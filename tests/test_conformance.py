@@ -4,6 +4,8 @@ contract fails here. Real LIBERO, the real WidowX wire protocol against the stan
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import test_widowx
@@ -13,7 +15,7 @@ from nora_bench.envs import ENV_KINDS, env_class
 from nora_bench.envs.base import Env
 from nora_bench.envs.libero_options import libero_spec_fields
 from nora_bench.episode import EpisodeSpec, ProtocolRun
-from nora_bench.policies import KINDS, make_policy, policy_class, preset_requirements
+from nora_bench.policies import KINDS, PolicyConfig, make_policy, policy_class, policy_config, preset_requirements
 from nora_bench.types import ActionChunk, ActionSpec, EpisodeInfo, Observation, Requirements, StepResult
 
 
@@ -136,6 +138,9 @@ def test_policy_kind_keeps_the_contract(kind, tmp_path):
     cls = policy_class(preset)
     for method in ("start_episode", "act", "end_episode"):
         assert callable(getattr(cls, method)), method
+    # A registered kind declares its config dataclass (not one derived from its constructor).
+    assert issubclass(cls.config_class, PolicyConfig) and dataclasses.is_dataclass(cls.config_class)
+    assert type(policy_config(preset)) is cls.config_class
     needs = preset_requirements(preset)
     policy = make_policy(preset, LIBERO_ACTION_SPEC)
     assert isinstance(policy.requirements, Requirements)

@@ -7,13 +7,14 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 from conftest import REPO, run_cli
 
 from nora_bench import results
 from nora_bench.config import RunConfig
 from nora_bench.episode import InfrastructureError
-from nora_bench.policies.trivial import ZeroPolicy
+from nora_bench.policies.trivial import ZeroConfig, ZeroPolicy
 from nora_bench.run.rundir import RunDir
 from nora_bench.run.scheduler import ExecOptions, Scheduler
 
@@ -99,12 +100,19 @@ def test_episode_that_keeps_failing_is_recorded_as_errored(tmp_path, ray_local):
     assert results.suite_table(df).iloc[0]["errored"] == 2
 
 
+@dataclass(frozen=True, kw_only=True)
+class FlakyEnvConfig(ZeroConfig):
+    flag: str
+
+
 class FlakyEnvPolicy(ZeroPolicy):
     """Fails like a broken env on trial 1 while the file `flag` exists."""
 
-    def __init__(self, flag: str, **kw):
-        super().__init__(**kw)
-        self.flag = flag
+    config_class = FlakyEnvConfig
+
+    def __init__(self, config: FlakyEnvConfig, action_spec):
+        super().__init__(config, action_spec)
+        self.flag = config.flag
 
     def act(self, observations):
         if os.path.exists(self.flag) and any(o.episode.endswith("trial01") for o in observations):

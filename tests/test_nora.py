@@ -26,9 +26,8 @@ from nora_bench.envs.base import Observation  # noqa: E402
 from nora_bench.envs.libero import LIBERO_ACTION_SPEC  # noqa: E402
 from nora_bench.envs.widowx import WIDOWX_ACTION_SPEC  # noqa: E402
 from nora_bench.episode import EpisodeSpec  # noqa: E402
-from nora_bench.policies import make_policy  # noqa: E402
+from nora_bench.policies import check_preset, make_policy  # noqa: E402
 from nora_bench.policies.fast import FastTokenizer  # noqa: E402
-from nora_bench.policies.nora import NoraPolicy  # noqa: E402
 from nora_bench.policies.tiny_nora import build_tiny_nora, fit_demo_fast, smooth_chunks  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -223,9 +222,9 @@ def test_decode_failure_fallbacks(long_ckpt, broken_ckpt):
 
 def test_unknown_unnorm_key_lists_the_available_ones(long_ckpt):
     with pytest.raises(UserError, match="unknown unnorm_key 'libero_obj'.*available: libero_10, libero_90, libero_goal"):
-        NoraPolicy.check_preset(long_preset(long_ckpt[0], unnorm_key="libero_obj"))
+        check_preset(long_preset(long_ckpt[0], unnorm_key="libero_obj"))
     with pytest.raises(UserError, match="has no norm_stats.json"):
-        NoraPolicy.check_preset(long_preset(long_ckpt[0], norm_stats="checkpoint", unnorm_key="bridge_orig"))
+        check_preset(long_preset(long_ckpt[0], norm_stats="checkpoint", unnorm_key="bridge_orig"))
 
 
 def test_checkpoint_without_action_tokens_is_refused(long_ckpt, tmp_path):

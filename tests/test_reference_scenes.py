@@ -118,10 +118,10 @@ def test_success_step_and_final_state_match_the_published_loop(env):
     from nora_bench.envs.base import Observation
     from nora_bench.envs.libero import LIBERO_ACTION_SPEC
     from nora_bench.envs.libero_state import read_state
-    from nora_bench.policies.scripted import ScriptedPolicy
+    from nora_bench.policies.scripted import ScriptedConfig, ScriptedPolicy
 
     suite, task, seed, limit = "libero_spatial", 0, 3, 260
-    expert = ScriptedPolicy(LIBERO_ACTION_SPEC)
+    expert = ScriptedPolicy(ScriptedConfig(), LIBERO_ACTION_SPEC)
 
     def model(raw, sim, episode_idx):
         key = spec(suite, task, episode_idx).key
@@ -132,7 +132,7 @@ def test_success_step_and_final_state_match_the_published_loop(env):
         return expert.act([Observation("", episode=key, state=state)])[0].actions[0].tolist()
 
     reference = published_loop(suite, task, n_trials=2, model=model, max_steps=limit, render=False)
-    policy = ScriptedPolicy(LIBERO_ACTION_SPEC)
+    policy = ScriptedPolicy(ScriptedConfig(), LIBERO_ACTION_SPEC)
     for trial in (1, 0):
         s = spec(suite, task, trial, seed=seed, max_steps=limit, state=True, cameras=())
         out = ProtocolRun(env, s, policy).run()

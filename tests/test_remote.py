@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from nora_bench import UserError
+from nora_bench.policies import check_preset, make_policy
 from nora_bench.policies.remote import RemotePolicy, RemotePolicyError, public_url
 from nora_bench.types import ActionSpec, EpisodeInfo, Observation
 from nora_bench.wire import openpi as openpi_wire
@@ -114,7 +115,13 @@ def test_public_url_drops_credentials():
 
 # -- nora-bench's client against the real openpi server ------------------------------------------------
 def remote(port: int, protocol: str = "openpi", **extra) -> RemotePolicy:
-    return RemotePolicy(SPEC, url=f"ws://127.0.0.1:{port}", protocol=protocol, **extra)
+    return make_policy({"kind": "remote", "name": "t", "url": f"ws://127.0.0.1:{port}", "protocol": protocol, **extra},
+                       SPEC)
+
+
+def server_facts(params: dict) -> dict:
+    """What the harness checks and records before a run (config.yaml `resolved`)."""
+    return check_preset({"kind": "remote", "name": "t", **params})["resolved"]
 
 
 @pytest.fixture
@@ -127,7 +134,7 @@ def openpi_server(request, tmp_path, monkeypatch):
 
 
 def test_client_against_openpi_server(openpi_server):
-    facts = RemotePolicy.check_preset({"url": f"ws://127.0.0.1:{openpi_server}"})
+    facts = server_facts({"url": f"ws://127.0.0.1:{openpi_server}"})
     assert facts["server"] == {"policy": "echo", "mode": "ok", "action_horizon": 5} and facts["protocol"] == "openpi"
     policy = remote(openpi_server)
     assert policy.requirements.cameras == ("agentview", "wrist") and policy.requirements.state
@@ -165,7 +172,7 @@ def test_server_down_is_one_line_at_check_and_infrastructure_error_later():
 
     port = free_port()
     with pytest.raises(UserError, match=f"cannot reach the openpi policy server at ws://127.0.0.1:{port}"):
-        RemotePolicy.check_preset({"url": f"ws://127.0.0.1:{port}", "connect_timeout_s": 2})
+        server_facts({"url": f"ws://127.0.0.1:{port}", "connect_timeout_s": 2})
     policy = remote(port, reconnect_attempts=2, backoff_s=0.05, connect_timeout_s=2)
     with pytest.raises(InfrastructureError, match="after 2 attempts"):
         policy.start_episode(episode())
@@ -211,7 +218,7 @@ def vla_eval_server(request):
 
 
 def test_client_against_vla_eval_server(vla_eval_server):
-    facts = RemotePolicy.check_preset({"url": f"ws://127.0.0.1:{vla_eval_server}", "protocol": "vla-eval"})
+    facts = server_facts({"url": f"ws://127.0.0.1:{vla_eval_server}", "protocol": "vla-eval"})
     assert facts["server"]["model_server"] == "EchoServer" and facts["server"]["protocol_version"] == 1
     policy = remote(vla_eval_server, "vla-eval")
     assert policy.requirements.cameras == ("agentview",) and not policy.requirements.state
@@ -238,8 +245,8 @@ def test_vla_eval_error_message_is_a_policy_error(vla_eval_server):
 def test_vla_eval_observation_params_must_be_answered_in_the_preset(vla_eval_server):
     params = {"url": f"ws://127.0.0.1:{vla_eval_server}", "protocol": "vla-eval"}
     with pytest.raises(UserError, match="asks for send_wrist_image: true"):
-        RemotePolicy.check_preset(params)
-    RemotePolicy.check_preset({**params, "send_wrist_image": True})
+        server_facts(params)
+    server_facts({**params, "send_wrist_image": True})
     assert remote(vla_eval_server, "vla-eval", send_wrist_image=True).requirements.cameras == ("agentview", "wrist")
 
 

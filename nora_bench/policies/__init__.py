@@ -1,8 +1,9 @@
 """Policies: one interface (`base.Policy`), built from presets (policies/*.yaml) by `make_policy`.
 
-A policy kind is a class registered in `KINDS`; it is built as `Class(action_spec=..., **preset
-fields)` for the env it will drive. What it needs from the env (`Requirements`) is known from the
-preset before any policy is built (`preset_requirements`), and checked against the env's
+A policy kind is a class registered in `KINDS` with a config dataclass (`config_class`, see
+policies/config.py) that holds and checks its preset fields; it is built as `Class(config,
+action_spec)` for the env it will drive. What it needs from the env (`Requirements`) is the
+config's `requirements()`, known before any policy is built and checked against the env's
 `ActionSpec` before the first episode.
 """
 
@@ -10,11 +11,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import typing
 
 from nora_bench import UserError
-from nora_bench.checks import check_types_of
 from nora_bench.policies.base import Policy
+from nora_bench.policies.config import PolicyConfig, config_class_of
 from nora_bench.types import ActionChunk, ActionSpec, Requirements
 
 # kind -> "module:factory"; imported lazily so that `zero` never pays for torch.
@@ -32,9 +32,6 @@ _CONTRACT = ("start_episode", "act", "end_episode")
 
 # Preset keys that describe the run rather than the policy object.
 RUN_KEYS = frozenset({"name", "kind", "description", "chunk_exec", "serve", "resolved"})
-_RUN_KEYS = RUN_KEYS
-# Constructor arguments the harness passes, never a preset.
-_HARNESS_ARGS = ("self", "action_spec")
 
 
 def policy_class(preset: dict):
@@ -66,67 +63,35 @@ def policy_params(preset: dict) -> dict:
     return {k: v for k, v in preset.items() if k not in RUN_KEYS}
 
 
-def _param_default(cls, name: str, fallback):
-    p = inspect.signature(cls.__init__).parameters.get(name)
-    return fallback if p is None or p.default is inspect.Parameter.empty else p.default
+def policy_config(preset: dict) -> PolicyConfig:
+    """The preset's policy fields as its kind's config dataclass, checked (one UserError naming the key)."""
+    cls = policy_class(preset)
+    where = f"policy preset {preset.get('name')!r} (kind {preset['kind']})"
+    return config_class_of(cls).from_preset(policy_params(preset), where, cls.__name__,
+                                            RUN_KEYS - {"resolved"})
 
 
 def preset_requirements(preset: dict) -> Requirements:
-    """What the policy a preset builds needs from the env, without building it: a class's own
-    `preset_requirements(params)` classmethod, else its `cameras` / `state` / `gripper` fields."""
-    cls = policy_class(preset)
-    params = policy_params(preset)
-    own = getattr(cls, "preset_requirements", None)
-    if own is not None:
-        return own(params)
-    # A preset that says nothing about cameras gets the class's default, else the third-person view.
-    cameras = params.get("cameras", _param_default(cls, "cameras", ("agentview",)))
-    state = params.get("state", _param_default(cls, "state", False))
-    return Requirements(cameras=tuple(cameras or ()), state=bool(state),
-                        gripper=params.get("gripper", _param_default(cls, "gripper", None)))
+    """What the policy a preset builds needs from the env, without building it."""
+    return policy_config(preset).requirements()
 
 
 def check_preset(preset: dict) -> dict:
-    """Fail fast, before any worker starts, on what a preset needs (a class's optional `check_preset`).
-
-    Returns the preset with what the class resolved (e.g. a checkpoint's hub revision) under
-    `resolved`, so that config.yaml records it.
-    """
-    cls = policy_class(preset)
-    check_keys(cls, preset)
-    check = getattr(cls, "check_preset", None)
-    facts = check({k: v for k, v in preset.items() if k not in _RUN_KEYS}) if check is not None else None
+    """Fail fast, before any worker starts, on what a preset needs: its config, then the class's optional
+    `check_config(config)` (files, a server). Returns the preset with what that resolved (e.g. a
+    checkpoint's hub revision) under `resolved`, so that config.yaml records it."""
+    config = policy_config(preset)
+    check = getattr(policy_class(preset), "check_config", None)
+    facts = check(config) if check is not None else None
     return {**preset, "resolved": facts} if facts else preset
-
-
-def check_keys(cls, preset: dict) -> None:
-    """A UserError naming a preset key the policy class does not take, or one whose value has another
-    type than its constructor declares (before any worker starts: never an `error` per episode)."""
-    params = inspect.signature(cls.__init__).parameters
-    given = {k: v for k, v in preset.items() if k not in _RUN_KEYS}
-    where = f"policy preset {preset.get('name')!r} (kind {preset['kind']})"
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        takes = [k for k, p in params.items()
-                 if k not in _HARNESS_ARGS and p.kind is not inspect.Parameter.VAR_POSITIONAL]
-        unknown = [k for k in given if k not in takes]
-        if unknown:
-            raise UserError(f"{where}: unknown key(s) {', '.join(unknown)}; {cls.__name__} takes: "
-                            f"{', '.join(takes) or 'nothing'} (and {', '.join(sorted(_RUN_KEYS - {'resolved'}))})")
-    try:
-        hints = typing.get_type_hints(cls.__init__)
-    except Exception:  # annotations this Python cannot evaluate: leave the types to the class
-        return
-    check_types_of(hints, given, where)
 
 
 def override_preset(preset: dict, **overrides) -> dict:
     """The preset with command-line overrides (None = keep) written in, so config.yaml records them."""
-    import inspect
-
     given = {k: v for k, v in overrides.items() if v is not None}
-    params = inspect.signature(policy_class(preset).__init__).parameters
+    takes = config_class_of(policy_class(preset)).keys()
     for key in given:
-        if key not in params:
+        if key not in takes:
             raise UserError(f"--{key} does not apply to policy preset {preset.get('name')!r} (kind {preset['kind']})")
     return {**preset, **given}
 
@@ -134,11 +99,12 @@ def override_preset(preset: dict, **overrides) -> dict:
 def make_policy(preset: dict, action_spec: ActionSpec) -> Policy:
     """The policy a preset describes, built for an env that declares `action_spec`."""
     cls = policy_class(preset)
-    kwargs = policy_params(preset)
+    config = policy_config(preset)
     try:
-        policy = cls(action_spec=action_spec, **kwargs)
-    except TypeError as e:
-        raise UserError(f"malformed policy preset {preset.get('name')!r}: {e}") from None
+        if config.from_constructor:
+            policy = cls(action_spec=action_spec, **config.constructor_kwargs())
+        else:
+            policy = cls(config, action_spec)
     except UserError:
         raise
     except Exception as e:  # a broken checkpoint, a missing file: one line, named, not a worker traceback
@@ -155,5 +121,5 @@ class PolicyBuildError(UserError):
     """The policy could not be built from its preset (raised where it is built, reported by the driver)."""
 
 
-__all__ = ["ActionChunk", "Policy", "PolicyBuildError", "Requirements", "make_policy", "check_preset", "override_preset",
-           "preset_requirements", "policy_class", "policy_params", "KINDS", "RUN_KEYS"]
+__all__ = ["ActionChunk", "Policy", "PolicyBuildError", "PolicyConfig", "Requirements", "make_policy", "check_preset",
+           "override_preset", "preset_requirements", "policy_class", "policy_config", "policy_params", "KINDS", "RUN_KEYS"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,11 @@ import numpy as np
 from nora_bench import UserError
 from nora_bench.chunking import ChunkRule
 from nora_bench.policies.checkpoints import resolve_folder
+from nora_bench.policies.config import PolicyConfig
 from nora_bench.policies.fast import TRUNCATED, FastDecodeError, FastTokenizer
 from nora_bench.policies.nora_prompt import NoraPrompt
 from nora_bench.policies.unnorm import Bounds, load_bounds
-from nora_bench.types import GRIPPERS, ActionChunk, ActionSpec, EpisodeInfo, Requirements
+from nora_bench.types import GRIPPERS, ActionChunk, ActionSpec, EpisodeInfo
 
 ACTION_TOKEN_MIN = 151665  # <robot_action_0>
 ACTION_TOKEN_MAX = 153712  # <robot_action_2047>
@@ -55,43 +57,70 @@ def postprocess_gripper(actions: np.ndarray, target: str) -> np.ndarray:
     return gripper_libero(actions) if target == "libero" else actions.copy()
 
 
+@dataclass(frozen=True, kw_only=True)
+class NoraConfig(PolicyConfig):
+    """The preset fields of `kind: nora` (policies/nora*.yaml)."""
+
+    checkpoint: str  # a hub id or a local folder (--checkpoint)
+    time_horizon: int = 1  # actions per FAST+ chunk: 1 for NORA, 5 for NORA-LONG
+    norm_stats: str = "checkpoint"  # where the un-normalization bounds come from (policies/unnorm.py)
+    unnorm_key: str | None = None
+    # The env convention the checkpoint was fine-tuned for: a run on another env is refused before it
+    # starts. The post-processing follows the env's convention.
+    gripper: str | None = None
+    decode_fallback: str = "reference"  # after a FAST+ decode failure: reference, hold or fail
+    fast_tokenizer: str = "physical-intelligence/fast"
+    cameras: tuple[str, ...] = ("agentview",)  # the first is the model's image
+    image_size: int = 224
+    image_resize: str = "openvla"  # policies/images.py
+    device: str = "auto"
+    dtype: str = "auto"
+    attn: str = "auto"
+    max_new_tokens: int | None = None  # None: the checkpoint's generation config (transformers: 20)
+
+    def check(self) -> None:
+        _check_choice("decode_fallback", self.decode_fallback, FALLBACKS)
+        if self.gripper is not None:
+            _check_choice("gripper", self.gripper, tuple(GRIPPERS))
+        from nora_bench.policies.images import pipeline
+
+        pipeline(self.image_resize)
+        if self.time_horizon < 1:
+            raise UserError(f"time_horizon must be >= 1, got {self.time_horizon}")
+        if not self.cameras:
+            raise UserError("a NORA preset needs one camera (cameras: [agentview])")
+        if self.image_size < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
+            raise UserError("image_size and max_new_tokens must be >= 1")
+
+
 class NoraPolicy:
     """A NORA / NORA-LONG checkpoint (see policies/nora*.yaml for the presets)."""
 
-    def __init__(self, action_spec: ActionSpec, checkpoint: str, time_horizon: int = 1, unnorm_key: str | None = None,
-                 norm_stats: str = "checkpoint", gripper: str | None = None, decode_fallback: str = "reference",
-                 fast_tokenizer: str = "physical-intelligence/fast", cameras: list[str] | tuple[str, ...] = ("agentview",),
-                 image_size: int = 224, image_resize: str = "openvla", device: str = "auto", dtype: str = "auto",
-                 attn: str = "auto", max_new_tokens: int | None = None):
+    config_class = NoraConfig
+
+    def __init__(self, config: NoraConfig, action_spec: ActionSpec):
         import torch
 
-        _check_choice("decode_fallback", decode_fallback, FALLBACKS)
-        if gripper is not None:
-            _check_choice("gripper", gripper, tuple(GRIPPERS))
         from nora_bench.policies.images import check_pipeline
 
-        self.image_pipeline = check_pipeline(image_resize)
-        if int(time_horizon) < 1:
-            raise UserError(f"time_horizon must be >= 1, got {time_horizon}")
-        if not cameras:
-            raise UserError("a NORA preset needs one camera (cameras: [agentview])")
-        # `gripper` in a preset names the env convention the checkpoint was fine-tuned for: a run on
-        # another env is refused before it starts. The post-processing follows the env's convention.
-        self.requirements = Requirements(cameras=tuple(cameras), gripper=gripper)
+        c = self.config = config
+        self.image_pipeline = check_pipeline(c.image_resize)
+        self.requirements = c.requirements()
         self.action_spec = action_spec
-        self.time_horizon, self.fallback = int(time_horizon), decode_fallback
+        self.time_horizon, self.fallback = c.time_horizon, c.decode_fallback
         self.gripper = action_spec.gripper.name
-        self.device, self.dtype, self.attn = resolve_runtime(device, dtype, attn)
+        self.device, self.dtype, self.attn = resolve_runtime(c.device, c.dtype, c.attn)
 
-        self.checkpoint_dir, fast_dir, self.bounds = self.resolve_files(checkpoint, fast_tokenizer, norm_stats, unnorm_key)
+        self.checkpoint_dir, fast_dir, self.bounds = self.resolve_files(c.checkpoint, c.fast_tokenizer, c.norm_stats,
+                                                                        c.unnorm_key)
         self.fast = FastTokenizer.load(fast_dir, time_horizon=self.time_horizon, action_dim=ACTION_DIM)
 
         from transformers import AutoProcessor, GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
         self.processor = AutoProcessor.from_pretrained(self.checkpoint_dir)
-        check_action_tokens(self.processor.tokenizer, checkpoint)
+        check_action_tokens(self.processor.tokenizer, c.checkpoint)
         # The shared NORA prompt; it pads batches on the left so that every row's generation starts at the same place.
-        self.prompt = NoraPrompt(self.processor, cameras[0], action_spec, image_size, image_resize)
+        self.prompt = NoraPrompt(self.processor, c.cameras[0], action_spec, c.image_size, c.image_resize)
         self.model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
             self.checkpoint_dir, dtype=getattr(torch, self.dtype), attn_implementation=self.attn).to(self.device).eval()
         try:
@@ -99,9 +128,9 @@ class NoraPolicy:
         except OSError:
             self.generation_config = self.model.generation_config
         self.generation_config.do_sample = False  # greedy, as the reference sets it
-        if max_new_tokens is not None:
+        if c.max_new_tokens is not None:
             # Without it, transformers generates at most 20 new tokens (its default), as for the reference.
-            self.generation_config.max_new_tokens = int(max_new_tokens)
+            self.generation_config.max_new_tokens = c.max_new_tokens
         self.model.generation_config = self.generation_config  # as the reference sets it
         self.info = {"checkpoint_dir": str(self.checkpoint_dir), "fast_tokenizer": str(fast_dir),
                      "bounds": self.bounds.source, "device": self.device, "dtype": self.dtype, "attn": self.attn,
@@ -133,19 +162,14 @@ class NoraPolicy:
         return ckpt, fast_dir, load_bounds(norm_stats, unnorm_key, ckpt)
 
     @classmethod
-    def check_preset(cls, preset: dict[str, Any]) -> dict[str, Any]:
+    def check_config(cls, c: NoraConfig) -> dict[str, Any]:
         """Resolve (and download) everything a preset needs before any worker starts; returns what
         to record: the folders used, their hub revisions, the bounds, the runtime."""
-        if "checkpoint" not in preset:
-            raise UserError("a NORA preset needs a checkpoint (a hub id or a folder)")
-        ckpt, fast_dir, bounds = cls.resolve_files(
-            preset["checkpoint"], preset.get("fast_tokenizer", "physical-intelligence/fast"),
-            preset.get("norm_stats", "checkpoint"), preset.get("unnorm_key"))
-        device, dtype, attn = resolve_runtime(preset.get("device", "auto"), preset.get("dtype", "auto"),
-                                              preset.get("attn", "auto"))
+        ckpt, fast_dir, bounds = cls.resolve_files(c.checkpoint, c.fast_tokenizer, c.norm_stats, c.unnorm_key)
+        device, dtype, attn = resolve_runtime(c.device, c.dtype, c.attn)
         from nora_bench.policies.images import check_pipeline
 
-        images = check_pipeline(preset.get("image_resize", "openvla")).info()
+        images = check_pipeline(c.image_resize).info()
         return {**images, "checkpoint_dir": str(ckpt), "checkpoint_revision": hub_revision(ckpt),
                 "fast_tokenizer_dir": str(fast_dir), "fast_tokenizer_revision": hub_revision(fast_dir),
                 "bounds": bounds.source,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,12 @@ import numpy as np
 
 from nora_bench import UserError
 from nora_bench.policies.checkpoints import resolve_folder
+from nora_bench.policies.config import PolicyConfig
 from nora_bench.policies.nora import _check_choice, gripper_libero, hub_revision, resolve_runtime
 from nora_bench.policies.nora15_expert import ACTION_DIM, CHUNK_LENGTH, EXPERT_HEADS, NUM_STEPS, WIDTH_MULTIPLIER, SampleTiming
 from nora_bench.policies.nora_prompt import NoraPrompt
 from nora_bench.policies.unnorm import Bounds, load_bounds
-from nora_bench.types import ActionChunk, ActionSpec, EpisodeInfo, Requirements
+from nora_bench.types import ActionChunk, ActionSpec, EpisodeInfo
 
 GRIPPERS = ("libero", "bridge")
 WEIGHT_FILES = ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors", "*.json"]
@@ -54,44 +56,69 @@ def noise_generator(seed: int, key: str, query: int):
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
+@dataclass(frozen=True, kw_only=True)
+class Nora15Config(PolicyConfig):
+    """The preset fields of `kind: nora15` (policies/nora15*.yaml)."""
+
+    checkpoint: str  # a hub id or a local folder (--checkpoint)
+    vlm_config: str = "declare-lab/nora-long"  # used when the checkpoint holds no VLM config
+    processor: str = "declare-lab/nora"  # used when the checkpoint holds no processor
+    norm_stats: str = "nora15_libero"
+    unnorm_key: str | None = None
+    # The env convention the checkpoint was fine-tuned for (checked before a run); the gripper rule
+    # applied is the env's (ActionSpec).
+    gripper: str | None = None
+    cameras: tuple[str, ...] = ("agentview",)
+    image_size: int = 224
+    image_resize: str = "openvla"
+    num_steps: int = NUM_STEPS  # Euler steps of the flow
+    chunk_length: int = CHUNK_LENGTH
+    width_multiplier: float = WIDTH_MULTIPLIER
+    expert_heads: int = EXPERT_HEADS
+    device: str = "auto"
+    dtype: str = "bf16"
+    attn: str = "auto"
+
+    def check(self) -> None:
+        if self.gripper is not None:
+            _check_choice("gripper", self.gripper, GRIPPERS)
+        from nora_bench.policies.images import pipeline
+
+        pipeline(self.image_resize)
+        if self.num_steps < 1:
+            raise UserError(f"num_steps must be >= 1, got {self.num_steps}")
+        if not self.cameras:
+            raise UserError("a NORA-1.5 preset needs one camera (cameras: [agentview])")
+        if min(self.image_size, self.chunk_length, self.expert_heads) < 1 or self.width_multiplier <= 0:
+            raise UserError("image_size, chunk_length and expert_heads must be >= 1, width_multiplier > 0")
+
+
 class Nora15Policy:
     """A NORA-1.5 checkpoint (see policies/nora15*.yaml for the presets)."""
 
-    def __init__(self, action_spec: ActionSpec, checkpoint: str, vlm_config: str = "declare-lab/nora-long",
-                 processor: str = "declare-lab/nora", norm_stats: str = "nora15_libero", unnorm_key: str | None = None,
-                 gripper: str | None = None,
-                 cameras: list[str] | tuple[str, ...] = ("agentview",), image_size: int = 224,
-                 image_resize: str = "openvla", num_steps: int = NUM_STEPS, chunk_length: int = CHUNK_LENGTH,
-                 width_multiplier: float = WIDTH_MULTIPLIER, expert_heads: int = EXPERT_HEADS,
-                 device: str = "auto", dtype: str = "bf16", attn: str = "auto"):
+    config_class = Nora15Config
+
+    def __init__(self, config: Nora15Config, action_spec: ActionSpec):
         import torch
         from transformers import AutoProcessor, Qwen2_5_VLConfig
 
+        from nora_bench.policies.images import check_pipeline
         from nora_bench.policies.nora15_expert import load_nora15
 
-        if gripper is not None:
-            _check_choice("gripper", gripper, GRIPPERS)
-        from nora_bench.policies.images import check_pipeline
-
-        check_pipeline(image_resize)
-        if int(num_steps) < 1:
-            raise UserError(f"num_steps must be >= 1, got {num_steps}")
-        if not cameras:
-            raise UserError("a NORA-1.5 preset needs one camera (cameras: [agentview])")
-        # `gripper` in a preset: the env convention the checkpoint was fine-tuned for (checked before a
-        # run); the gripper rule applied is the env's (ActionSpec).
-        self.requirements = Requirements(cameras=tuple(cameras), gripper=gripper)
+        c = self.config = config
+        check_pipeline(c.image_resize)
+        self.requirements = c.requirements()
         _check_choice("env gripper convention", action_spec.gripper.name, GRIPPERS)
-        self.gripper, self.num_steps = action_spec.gripper.name, int(num_steps)
-        self.device, self.dtype, self.attn = resolve_runtime(device, dtype, attn)
-        files = self.resolve_files(checkpoint, vlm_config, processor, norm_stats, unnorm_key)
+        self.gripper, self.num_steps = action_spec.gripper.name, c.num_steps
+        self.device, self.dtype, self.attn = resolve_runtime(c.device, c.dtype, c.attn)
+        files = self.resolve_files(c.checkpoint, c.vlm_config, c.processor, c.norm_stats, c.unnorm_key)
         self.checkpoint_dir, self.bounds = files["checkpoint"], files["bounds"]
-        self.prompt = NoraPrompt(AutoProcessor.from_pretrained(files["processor"]), cameras[0], action_spec, image_size,
-                                 image_resize)
+        self.prompt = NoraPrompt(AutoProcessor.from_pretrained(files["processor"]), c.cameras[0], action_spec,
+                                 c.image_size, c.image_resize)
         self.model = load_nora15(self.checkpoint_dir, Qwen2_5_VLConfig.from_pretrained(files["vlm_config"]),
                                  dtype=getattr(torch, self.dtype), device=self.device, attn=self.attn,
-                                 width_multiplier=float(width_multiplier), expert_heads=int(expert_heads),
-                                 chunk_length=int(chunk_length), action_dim=ACTION_DIM)
+                                 width_multiplier=float(c.width_multiplier), expert_heads=c.expert_heads,
+                                 chunk_length=c.chunk_length, action_dim=ACTION_DIM)
         self.info = {"checkpoint_dir": str(self.checkpoint_dir), "vlm_config": str(files["vlm_config"]),
                      "processor": str(files["processor"]), "bounds": self.bounds.source, "device": self.device,
                      "dtype": self.dtype, "attn": self.attn}
@@ -133,15 +160,10 @@ class Nora15Policy:
                 "bounds": load_bounds(norm_stats, unnorm_key, ckpt)}
 
     @classmethod
-    def check_preset(cls, preset: dict[str, Any]) -> dict[str, Any]:
+    def check_config(cls, c: Nora15Config) -> dict[str, Any]:
         """Resolve (and download) what a preset needs before any worker starts; returns what to record."""
-        if "checkpoint" not in preset:
-            raise UserError("a NORA-1.5 preset needs a checkpoint (a hub id or a folder)")
-        files = cls.resolve_files(preset["checkpoint"], preset.get("vlm_config", "declare-lab/nora-long"),
-                                  preset.get("processor", "declare-lab/nora"),
-                                  preset.get("norm_stats", "nora15_libero"), preset.get("unnorm_key"))
-        device, dtype, attn = resolve_runtime(preset.get("device", "auto"), preset.get("dtype", "bf16"),
-                                              preset.get("attn", "auto"))
+        files = cls.resolve_files(c.checkpoint, c.vlm_config, c.processor, c.norm_stats, c.unnorm_key)
+        device, dtype, attn = resolve_runtime(c.device, c.dtype, c.attn)
         bounds: Bounds = files["bounds"]
         return {"checkpoint_dir": str(files["checkpoint"]), "checkpoint_revision": hub_revision(files["checkpoint"]),
                 "vlm_config_dir": str(files["vlm_config"]), "processor_dir": str(files["processor"]),

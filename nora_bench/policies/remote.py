@@ -15,10 +15,8 @@ Failures, as the record shows them:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
-import typing
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -26,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 
 from nora_bench import UserError, __version__
+from nora_bench.policies.config import PolicyConfig
 from nora_bench.types import ActionChunk, ActionSpec, EpisodeInfo, InfrastructureError, Observation, Requirements
 from nora_bench.wire import openpi as openpi_wire
 from nora_bench.wire import vlaeval as vla_wire
@@ -39,9 +38,10 @@ class RemotePolicyError(RuntimeError):
     """The server reported an error for a query (its message is the record's reason)."""
 
 
-@dataclass(frozen=True)
-class RemoteConfig:
-    """The preset fields of `kind: remote`."""
+@dataclass(frozen=True, kw_only=True)
+class RemoteConfig(PolicyConfig):
+    """The preset fields of `kind: remote`. The images and state sent follow `layout` (no `cameras`
+    or `state` keys: the layout names them)."""
 
     url: str
     protocol: str = "openpi"
@@ -50,48 +50,35 @@ class RemoteConfig:
     api_key_env: str | None = None  # openpi: send `Authorization: Api-Key $VAR` (the key is never recorded)
     # vla-eval: image encoding (png is vla-eval's default) and its LIBERO observation options
     image_format: str = "png"
-    send_wrist_image: bool = False
-    send_state: bool = False
+    # None: not said, so not sent; a vla-eval server that asks for one is then refused before the run
+    # until the preset says true (send it) or false (run without it).
+    send_wrist_image: bool | None = None
+    send_state: bool | None = None
     benchmark: str = VLA_EVAL_LIBERO
     connect_timeout_s: float = 10.0
     reply_timeout_s: float = 120.0  # a JAX server compiles on its first query
     reconnect_attempts: int = 5
     backoff_s: float = 1.0  # waits backoff_s * 2**i between reconnect attempts
 
-    @classmethod
-    def from_params(cls, params: dict, source: str = "remote preset") -> "RemoteConfig":
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        extra = sorted(set(params) - set(fields) - {"cameras", "state"})
-        if extra:
-            raise UserError(f"{source}: unknown key(s) {', '.join(extra)}; allowed: {', '.join(sorted(fields))}")
-        if "url" not in params:
-            raise UserError(f"{source}: `url` is required (e.g. ws://127.0.0.1:8000)")
-        hints = typing.get_type_hints(cls)
-        for name, value in params.items():
-            if name in ("cameras", "state", "layout") or value is None:
-                continue
-            want = hints[name]
-            ok = {str: isinstance(value, str), bool: isinstance(value, bool),
-                  float: isinstance(value, (int, float)) and not isinstance(value, bool),
-                  int: isinstance(value, int) and not isinstance(value, bool)}.get(
-                      want if want in (str, bool, float, int) else str, isinstance(value, str))
-            if not ok:
-                raise UserError(f"{source}: `{name}` must be {getattr(want, '__name__', str(want))}, got {value!r}")
-        config = cls(**{k: v for k, v in params.items() if k in fields})
-        if config.protocol not in SESSIONS:
-            raise UserError(f"{source}: unknown protocol {config.protocol!r}; known: {', '.join(SESSIONS)}")
-        if urlsplit(config.url).scheme not in ("ws", "wss"):
-            raise UserError(f"{source}: url {config.url!r} must start with ws:// or wss://")
-        if config.image_format not in vla_wire.IMAGE_FORMATS:
-            raise UserError(f"{source}: image_format must be one of {', '.join(vla_wire.IMAGE_FORMATS)}")
-        if config.reconnect_attempts < 1 or config.connect_timeout_s <= 0 or config.reply_timeout_s <= 0:
-            raise UserError(f"{source}: reconnect_attempts must be >= 1 and the timeouts > 0")
-        if config.api_key_env and config.api_key_env not in os.environ:
-            raise UserError(f"{source}: api_key_env names ${config.api_key_env}, which is not set")
-        return config
+    def check(self) -> None:
+        if self.protocol not in SESSIONS:
+            raise UserError(f"unknown protocol {self.protocol!r}; known: {', '.join(SESSIONS)}")
+        if urlsplit(self.url).scheme not in ("ws", "wss"):
+            raise UserError(f"url {self.url!r} must start with ws:// or wss://")
+        if self.image_format not in vla_wire.IMAGE_FORMATS:
+            raise UserError(f"image_format must be one of {', '.join(vla_wire.IMAGE_FORMATS)}")
+        if self.reconnect_attempts < 1 or self.connect_timeout_s <= 0 or self.reply_timeout_s <= 0 or self.backoff_s < 0:
+            raise UserError("reconnect_attempts must be >= 1, the timeouts > 0 and backoff_s >= 0")
+        if self.api_key_env and self.api_key_env not in os.environ:
+            raise UserError(f"api_key_env names ${self.api_key_env}, which is not set")
+        self.layout_for_run()
 
-    def layout_for_run(self, source: str = "remote preset") -> Layout:
-        options = {"send_wrist_image": self.send_wrist_image, "send_state": self.send_state}
+    def requirements(self) -> Requirements:
+        layout = self.layout_for_run()
+        return Requirements(cameras=layout.cameras, state=bool(layout.state), gripper=self.gripper)
+
+    def layout_for_run(self, source: str = "layout") -> Layout:
+        options = {"send_wrist_image": bool(self.send_wrist_image), "send_state": bool(self.send_state)}
         return Layout.resolve(self.layout, self.protocol, source).select(options)
 
 
@@ -298,28 +285,22 @@ class _Episode:
 class RemotePolicy:
     """A policy server behind a websocket URL (openpi or vla-eval protocol)."""
 
-    def __init__(self, action_spec: ActionSpec, **params):
-        self.config = RemoteConfig.from_params(params)
+    config_class = RemoteConfig
+
+    def __init__(self, config: RemoteConfig, action_spec: ActionSpec):
+        self.config = config
         self.action_spec = action_spec
-        self.layout = self.config.layout_for_run()
-        self.requirements = self.preset_requirements(params)
-        self.url = public_url(self.config.url)
+        self.layout = config.layout_for_run()
+        self.requirements = config.requirements()
+        self.url = public_url(config.url)
         self._idle: list[_Session] = []
         self._episodes: dict[str, _Episode] = {}
         self.server_info: dict = {}
 
     # -- what the harness asks before building ------------------------------------------------
     @classmethod
-    def preset_requirements(cls, params: dict) -> Requirements:
-        config = RemoteConfig.from_params(params)
-        layout = config.layout_for_run()
-        return Requirements(cameras=layout.cameras, state=bool(layout.state), gripper=config.gripper)
-
-    @classmethod
-    def check_preset(cls, params: dict) -> dict:
+    def check_config(cls, config: RemoteConfig) -> dict:
         """Reach the server once before anything runs; its metadata goes into config.yaml."""
-        config = RemoteConfig.from_params(params)
-        config.layout_for_run()
         url = public_url(config.url)
         try:
             session = SESSIONS[config.protocol](config, config.connect_timeout_s)
@@ -335,7 +316,7 @@ class RemotePolicy:
         if config.protocol == "vla-eval":
             asked = info.get("observation_params") or {} if isinstance(info, dict) else {}
             for option in ("send_wrist_image", "send_state"):
-                if asked.get(option) and not getattr(config, option) and option not in params:
+                if asked.get(option) and getattr(config, option) is None:
                     raise UserError(f"the vla-eval server at {url} asks for {option}: true (its observation_params); "
                                     f"set `{option}: true` (or false, to refuse) in the policy preset")
         return {"protocol": config.protocol, "url": url, "server": info}

@@ -11,34 +11,49 @@ expert has no skill for ends the episode with the termination reason `policy_sto
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from nora_bench import UserError
+from nora_bench.policies.config import PolicyConfig
 from nora_bench.policies.scripted_skills import Planner
 from nora_bench.types import ActionChunk, ActionSpec, EpisodeInfo, Requirements
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScriptedConfig(PolicyConfig):
+    cameras: tuple[str, ...] = ()  # rendered for videos only: the expert reads state
+    state: bool = True  # privileged state: required
+    max_grasp_attempts: int = 3
+    # A handicapped variant for comparisons (scripted-noisy): Gaussian noise of this standard
+    # deviation on the six arm dimensions of every action, seeded per episode. 0: the expert.
+    action_noise: float = 0.0
+
+    def check(self) -> None:
+        if not self.state:
+            raise UserError("the scripted policy needs privileged state: set `state: true` in its preset")
+        if self.action_noise < 0:
+            raise UserError(f"action_noise must be >= 0 (got {self.action_noise})")
+        if self.max_grasp_attempts < 1:
+            raise UserError(f"max_grasp_attempts must be >= 1 (got {self.max_grasp_attempts})")
+
+    def requirements(self) -> Requirements:
+        # It plans in LIBERO's action convention (scripted_skills: -1 open, +1 close).
+        return Requirements(cameras=self.cameras, state=True, gripper="libero")
 
 
 class ScriptedPolicy:
     """The privileged-state expert; one `Planner` per episode, keyed by the episode key."""
 
-    def __init__(self, action_spec: ActionSpec, cameras: list[str] | tuple[str, ...] = (), state: bool = True,
-                 max_grasp_attempts: int = 3, action_noise: float = 0.0):
-        if not state:
-            raise UserError("the scripted policy needs privileged state: set `state: true` in its preset")
-        self.requirements = self.preset_requirements({"cameras": cameras})
-        self.max_grasp_attempts = max_grasp_attempts
-        # A handicapped variant for comparisons (scripted-noisy): Gaussian noise of this standard
-        # deviation on the six arm dimensions of every action, seeded per episode. 0: the expert.
-        if action_noise < 0:
-            raise UserError(f"action_noise must be >= 0 (got {action_noise})")
-        self.action_noise = float(action_noise)
+    config_class = ScriptedConfig
+
+    def __init__(self, config: ScriptedConfig, action_spec: ActionSpec):
+        self.requirements = config.requirements()
+        self.max_grasp_attempts = config.max_grasp_attempts
+        self.action_noise = float(config.action_noise)
         self._noise: dict[str, np.random.Generator] = {}
         self._planners: dict[str, Planner] = {}
-
-    @classmethod
-    def preset_requirements(cls, params: dict) -> Requirements:
-        # It plans in LIBERO's action convention (scripted_skills: -1 open, +1 close).
-        return Requirements(cameras=tuple(params.get("cameras", ())), state=True, gripper="libero")
 
     def start_episode(self, info: EpisodeInfo) -> None:
         self._planners[info.key] = Planner(seed=info.seed, max_grasp_attempts=self.max_grasp_attempts)

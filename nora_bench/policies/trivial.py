@@ -3,10 +3,35 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
-from nora_bench.types import ActionChunk, ActionSpec, EpisodeInfo, Requirements
+from nora_bench import UserError
+from nora_bench.policies.config import PolicyConfig
+from nora_bench.types import ActionChunk, ActionSpec, EpisodeInfo
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZeroConfig(PolicyConfig):
+    cameras: tuple[str, ...] = ()  # what the env renders (nothing is read: for timing renders)
+    horizon: int = 1  # actions per chunk
+    latency_s: float = 0.0  # a fixed cost per act() call
+
+    def check(self) -> None:
+        if self.horizon < 1 or self.latency_s < 0:
+            raise UserError(f"horizon must be >= 1 and latency_s >= 0 (got {self.horizon}, {self.latency_s})")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RandomConfig(PolicyConfig):
+    cameras: tuple[str, ...] = ()
+    horizon: int = 1
+    scale: float = 0.5  # actions uniform in [-scale, scale]
+
+    def check(self) -> None:
+        if self.horizon < 1 or self.scale < 0:
+            raise UserError(f"horizon must be >= 1 and scale >= 0 (got {self.horizon}, {self.scale})")
 
 
 class ZeroPolicy:
@@ -16,12 +41,12 @@ class ZeroPolicy:
     model's forward pass in benchmarks of batching.
     """
 
-    def __init__(self, action_spec: ActionSpec, cameras: list[str] | tuple[str, ...] = (), horizon: int = 1,
-                 latency_s: float = 0.0):
-        self.requirements = Requirements(cameras=tuple(cameras))
+    config_class = ZeroConfig
+
+    def __init__(self, config: ZeroConfig, action_spec: ActionSpec):
+        self.requirements = config.requirements()
         self.dummy_action = action_spec.dummy_action
-        self.horizon = horizon
-        self.latency_s = latency_s
+        self.horizon, self.latency_s = config.horizon, config.latency_s
 
     def start_episode(self, info: EpisodeInfo) -> None:
         pass
@@ -40,12 +65,12 @@ class RandomPolicy:
     """Uniform actions in [-scale, scale], the gripper open or closed at random (the env's values);
     seeded per episode."""
 
-    def __init__(self, action_spec: ActionSpec, cameras: list[str] | tuple[str, ...] = (), horizon: int = 1,
-                 scale: float = 0.5):
-        self.requirements = Requirements(cameras=tuple(cameras))
+    config_class = RandomConfig
+
+    def __init__(self, config: RandomConfig, action_spec: ActionSpec):
+        self.requirements = config.requirements()
         self.dim, self.gripper = action_spec.dim, action_spec.gripper
-        self.horizon = horizon
-        self.scale = scale
+        self.horizon, self.scale = config.horizon, config.scale
         self._rngs: dict[str, np.random.Generator] = {}
 
     def start_episode(self, info: EpisodeInfo) -> None:
