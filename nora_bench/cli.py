@@ -477,13 +477,48 @@ def verify(run_dir: Path = typer.Argument(..., help="A run folder."),
 
 
 @app.command()
-def policies() -> None:
-    """List the policy presets."""
-    t = Table("policy", "kind", "checkpoint", "description")
-    for name in policy_names():
-        p = load_policy_preset(name)
-        t.add_row(*map(escape, (name, str(p["kind"]), str(p.get("checkpoint", "")), str(p.get("description", "")))))
+def policies(
+    name: Optional[str] = typer.Argument(None, help="A preset (name or YAML path): show every field it runs with."),
+) -> None:
+    """List the policy presets; with a NAME, every field of that preset's config, defaults included."""
+    if name is None:
+        t = Table("policy", "kind", "checkpoint", "description")
+        for preset_name in policy_names():
+            p = load_policy_preset(preset_name)
+            t.add_row(*map(escape, (preset_name, str(p["kind"]), str(p.get("checkpoint", "")),
+                                    str(p.get("description", "")))))
+        console.print(t)
+        return
+    import dataclasses
+
+    from nora_bench.policies import policy_class, policy_config, policy_params
+
+    try:
+        preset = load_policy_preset(name)
+        config = policy_config(preset)
+    except UserError as e:
+        fail(str(e))
+    given = policy_params(preset)
+    cls = policy_class(preset)
+    console.print(f"{preset.get('name', name)}: kind {preset['kind']} ({cls.__module__}:{cls.__qualname__}, "
+                  f"config {type(config).__qualname__})", highlight=False)
+    t = Table("field", "value", "from", "type")
+    for field in dataclasses.fields(config):
+        if field.name.startswith("_"):
+            continue
+        value = getattr(config, field.name)
+        t.add_row(*map(escape, (field.name, repr(value), "preset" if field.name in given else "default",
+                                str(field.type))))
+    for key, value in getattr(config, "_extra", {}).items():
+        t.add_row(*map(escape, (key, repr(value), "preset (unchecked)", "")))
     console.print(t)
+    needs = config.requirements()
+    gripper = needs.gripper or "the env's"
+    console.print(f"needs from the env: cameras {', '.join(needs.cameras) or '(none)'}; "
+                  f"state {'yes' if needs.state else 'no'}; gripper convention {gripper}", highlight=False)
+    run = {k: v for k, v in preset.items() if k in ("chunk_exec", "serve")}
+    if run:
+        console.print("run settings: " + "; ".join(f"{k} {v}" for k, v in run.items()), highlight=False)
 
 
 # `report` and `compare` live in nora_bench/report/commands.py.

@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from nora_bench import UserError
 from nora_bench.config import load_policy_preset
@@ -117,3 +118,15 @@ def test_every_registered_kind_declares_a_config():
         assert issubclass(cls.config_class, PolicyConfig), kind
         fields = {f.name for f in dataclasses.fields(cls.config_class)}
         assert fields and all(not f.startswith("_") for f in fields), kind
+
+
+def test_policies_command_shows_every_field_a_preset_runs_with():
+    proc = run_cli("policies", "nora-long-libero-spatial")
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:5]]
+            for line in proc.stdout.splitlines() if line.startswith("│")}
+    assert rows["time_horizon"] == ["5", "preset", "int"]
+    assert rows["max_new_tokens"] == ["None", "default", "int | None"]  # not in the preset: the default shows
+    assert "needs from the env: cameras agentview; state no; gripper convention libero" in proc.stdout
+    bad = run_cli("policies", "nosuch")
+    assert bad.returncode == 2 and "unknown policy preset 'nosuch'" in bad.stderr
