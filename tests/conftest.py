@@ -22,17 +22,52 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, input: st
                           capture_output=True, text=True, timeout=timeout, input=input)
 
 
-@pytest.fixture
-def ray_local():
-    """A real local Ray for one test, shut down afterwards."""
+@pytest.fixture(scope="module")
+def _module_ray():
+    """The local Ray that the `ray_local` tests of one module share, shut down after the module."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False,
-             _system_config={"max_direct_call_object_size": 1 << 20})
     try:
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def ray_local(_module_ray):
+    """A real local Ray, started by the first test of a module that asks for it and kept for the
+    module's other `ray_local` tests (a start costs ~8 s). Sharing is safe: each Scheduler builds its
+    own worker and policy actors and kills them when it closes (run/scheduler.py RayBackend.close)."""
+    ray = _module_ray
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 2**20, log_to_driver=False,
+                 _system_config={"max_direct_call_object_size": 1 << 20})
+    return ray
+
+
+@pytest.fixture
+def no_ray():
+    """No Ray in this process: for a test that starts its own (a Cluster, a retried start) in a module
+    whose `ray_local` tests share one."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+# A short real run through the CLI (zero policy, real LIBERO, two Ray workers, videos): made once per
+# session and read by tests/test_run.py (records, videos, tables, rerun) and tests/test_review_page.py
+# (report, review page, compare). The tests that use it only read it or add a report beside it.
+ZERO_RUN_ARGS = ["run", "libero_spatial", "--policy", "zero", "--tasks", "0,1", "--trials", "2", "--workers", "2",
+                 "--max-steps", "12"]
+
+
+@pytest.fixture(scope="session")
+def zero_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("runs") / "zeroA"
+    proc = run_cli(*ZERO_RUN_ARGS, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
 
 
 @pytest.fixture

@@ -43,13 +43,16 @@ def test_soft_reset_gives_the_same_trajectory_as_hard_reset(env):
     # 1) the env's first episode follows its constructor's full model load (a hard reset)
     env.close()
     imgs_hard, eef_hard, states_hard = rollout(env, s, actions)
-    # 2) disturb the env with another init state and other actions, then reset softly
-    rollout(env, spec(task=0, trial=7), rng.uniform(-1, 1, size=(8, 7)))
+    # 2) disturb the env with another init state and other actions, then reset softly. The
+    # disturbance renders nothing (no image of it is looked at; it also leaves rendering switched
+    # off, which the soft reset must undo for the images compared below).
+    rollout(env, spec(task=0, trial=7), rng.uniform(-1, 1, size=(8, 7)), render=False)
     imgs_soft, eef_soft, states_soft = rollout(env, s, actions)
-    # 3) an explicit hard reset (robosuite reloads the model) on the same env
+    # 3) an explicit hard reset (robosuite reloads the model) on the same env; its states are
+    # compared, so it renders nothing (rendering changes no state: test_skipping_renders_... below)
     env.sim_env.env.hard_reset = True
     try:
-        imgs_hard2, eef_hard2, states_hard2 = rollout(env, s, actions)
+        imgs_hard2, eef_hard2, states_hard2 = rollout(env, s, actions, render=False)
     finally:
         env.sim_env.env.hard_reset = False
     np.testing.assert_array_equal(states_soft, states_hard)

@@ -124,16 +124,18 @@ def test_text_from_tasks_and_records_is_shown_escaped(synthetic_page):
 
 
 @pytest.fixture(scope="module")
-def real_runs(tmp_path_factory):
-    """Two short real runs (zero policy, LIBERO, Ray): the second with another step limit."""
-    root = tmp_path_factory.mktemp("real")
-    a = cli("run", "libero_spatial", "--policy", "zero", "--tasks", "0", "--trials", "2", "--workers", "2",
-            "--max-steps", "10", "--out", str(root / "zeroA"))
-    assert a.returncode == 0, a.stderr[-3000:]
-    b = cli("run", "libero_spatial", "--policy", "zero", "--tasks", "0", "--trials", "1", "--workers", "1",
-            "--max-steps", "12", "--out", str(root / "zeroB"))
-    assert b.returncode == 0, b.stderr[-3000:]
-    return root / "zeroA", root / "zeroB"
+def real_runs(zero_run, tmp_path_factory):
+    """Two short real runs (zero policy, LIBERO): the session's CLI run through Ray (conftest.py
+    `zero_run`: 2 tasks x 2 trials, 12 steps) and a second with another step limit, in process."""
+    from nora_bench.config import RunConfig
+    from nora_bench.run.rundir import RunDir
+    from nora_bench.run.scheduler import ExecOptions, Scheduler
+
+    run_a, _ = zero_run
+    run_b = tmp_path_factory.mktemp("real") / "zeroB"
+    config = RunConfig.resolve(suite="libero_spatial", policy="zero", tasks="0", trials=1, max_steps=10)
+    assert Scheduler(config, RunDir(run_b), ExecOptions(in_process=True, progress=False)).run() == 1
+    return run_a, run_b
 
 
 def test_report_page_of_a_real_run_plays_its_videos(real_runs, page):
@@ -142,15 +144,15 @@ def test_report_page_of_a_real_run_plays_its_videos(real_runs, page):
     assert r.returncode == 0, r.stderr
     table = pd.read_csv(run_a / "report" / "success_per_task.csv")
     # The zero policy never succeeds; the simulator's own check decided that.
-    assert table[["episodes", "successes", "errored"]].values.tolist() == [[2, 0, 0]]
+    assert table[["episodes", "successes", "errored"]].values.tolist() == [[2, 0, 0], [2, 0, 0]]
     terms = pd.read_csv(run_a / "report" / "terminations.csv")
-    assert terms.loc[0, "step_limit"] == 2
+    assert terms.loc[0, "step_limit"] == 4
     page.goto((run_a / "review.html").as_uri())
-    assert page.locator("#count").inner_text() == "2 of 2 episodes shown"
-    videos = wait_videos_loaded(page, expected=2)
+    assert page.locator("#count").inner_text() == "4 of 4 episodes shown"
+    videos = wait_videos_loaded(page, expected=4)
     for v in videos:
-        # 1 frame after settling + 10 steps at 20 fps, 256x256 agentview.
-        assert v["duration"] == pytest.approx(11 / 20, abs=0.06) and v["width"] == 256
+        # 1 frame after settling + 12 steps at 20 fps, 256x256 agentview.
+        assert v["duration"] == pytest.approx(13 / 20, abs=0.06) and v["width"] == 256
     # Frames decode (not only metadata): seek into each video and wait for current data.
     page.evaluate("""Promise.all(Array.from(document.querySelectorAll('video')).map(v => new Promise(done => {
         v.addEventListener('seeked', done, {once: true}); v.currentTime = 0.3; })))""")
@@ -165,8 +167,10 @@ def test_compare_on_real_runs_warns_about_the_protocol(real_runs, tmp_path):
     run_a, run_b = real_runs
     r = cli("compare", str(run_a), str(run_b), "--out", str(tmp_path / "cmp"))
     assert r.returncode == 0, r.stderr
-    assert "max_steps: zeroA=10, zeroB=12" in r.stdout.replace("\n", " ")
+    assert "max_steps: zeroA=12, zeroB=10" in r.stdout.replace("\n", " ")
     overall = pd.read_csv(tmp_path / "cmp" / "compare_overall.csv").set_index("run")
+    # zeroA also ran task 1: only task 0, which both ran, is pooled overall, and compare says so.
+    assert "runs cover different tasks: only the 1 task(s) all runs have are pooled overall" in r.stdout.replace("\n", " ")
     assert overall.loc["zeroA", "episodes"] == 2 and overall.loc["zeroB", "episodes"] == 1
     assert overall.loc["zeroB", "paired_episodes"] == 1 and overall.loc["zeroB", "p_mcnemar"] == 1.0
     assert (tmp_path / "cmp" / "compare_per_task.png").stat().st_size > 5000

@@ -5,21 +5,17 @@ import json
 import numpy as np
 import pytest
 import yaml
+from conftest import ZERO_RUN_ARGS as ARGS
 from conftest import run_cli
 
 from nora_bench import results
 from nora_bench.video import read_frames
 
-ARGS = ["run", "libero_spatial", "--policy", "zero", "--tasks", "0,1", "--trials", "2", "--workers", "2",
-        "--max-steps", "12"]
 
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("runs") / "spatial-zero"
-    proc = run_cli(*ARGS, "--out", str(out))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
+@pytest.fixture
+def run_dir(zero_run):
+    """`nora-bench run` of ARGS (conftest.py: one run per session, shared with test_review_page.py)."""
+    return zero_run
 
 
 def test_run_writes_records_videos_and_table(run_dir):
