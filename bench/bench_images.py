@@ -44,7 +44,9 @@ def main() -> None:
         t = time.perf_counter()
         env.reset(spec("libero_10", 48, scene="episode"))
         plain = time.perf_counter() - t
-        replay = {"replayed": info["replayed_resets"], "replay_s": info["replay_s"], "first_reset_s": first,
+        # The scene record keeps no timing (it is part of the episode's identity): the replay's cost is
+        # the first reset's wall time less a plain reset's.
+        replay = {"replayed": info["replayed_resets"], "replay_s": max(first - plain, 0.0), "first_reset_s": first,
                   "plain_reset_s": plain}
     finally:
         env.close()
@@ -67,10 +69,10 @@ def main() -> None:
         pil.run(f, 224)
     t_pil = (time.perf_counter() - t) / (len(frames) * 5)
     print(f"per image: TensorFlow helper {1000 * t_tf:.1f} ms, Pillow {1000 * t_pil:.1f} ms ({t_tf / t_pil:.1f}x)")
-    print(f"reference scene, libero_10 task 0 trial 49 on a fresh worker: {replay['replayed']} resets replayed in "
-          f"{replay['replay_s']:.2f} s ({1000 * replay['replay_s'] / max(replay['replayed'], 1):.1f} ms each); "
-          f"a rendered soft reset {replay['plain_reset_s']:.2f} s; replay / reset = "
-          f"{replay['replay_s'] / replay['plain_reset_s']:.2f}x")
+    print(f"reference scene, libero_10 task 0 trial 49 on a fresh worker: first reset {replay['first_reset_s']:.2f} s "
+          f"with {replay['replayed']} resets replayed (about {replay['replay_s']:.2f} s, "
+          f"{1000 * replay['replay_s'] / max(replay['replayed'], 1):.1f} ms each); a rendered soft reset "
+          f"{replay['plain_reset_s']:.2f} s; replay / reset = {replay['replay_s'] / replay['plain_reset_s']:.2f}x")
 
 
 if __name__ == "__main__":
