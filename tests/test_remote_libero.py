@@ -68,12 +68,24 @@ def test_run_against_vla_eval_server(tmp_path):
 
 
 def test_a_hanging_server_reruns_the_episode_with_attempts_recorded(tmp_path, monkeypatch):
+    """The scheduler's retry of a timed-out remote episode; run in this process (the CLI and Ray path
+    of remote presets is the two tests above)."""
+    from nora_bench.config import RunConfig
+    from nora_bench.run.rundir import RunDir
+    from nora_bench.run.scheduler import ExecOptions, Scheduler
+
     monkeypatch.setenv("REMOTE_TEST_FLAG", str(tmp_path / "hung"))
     port = free_port()
     proc = start_server("openpi-server", port, "hang-once")  # its 3rd query sleeps 4 s, once
     try:
-        _, (rec,) = run_remote(tmp_path, port, "openpi", "--max-attempts", "3", layout="openpi-libero",
-                               chunk_exec="first:2", reply_timeout_s=1, backoff_s=0.2)
+        preset = write_preset(tmp_path, "remote-openpi", kind="remote", protocol="openpi", url=f"ws://127.0.0.1:{port}",
+                              gripper="libero", layout="openpi-libero", chunk_exec="first:2", reply_timeout_s=1,
+                              backoff_s=0.2)
+        config = RunConfig.resolve(suite="libero_spatial", policy=preset, tasks="0", trials=1, max_steps=STEPS,
+                                   video=False)
+        out = tmp_path / "run"
+        Scheduler(config, RunDir(out), ExecOptions(in_process=True, max_attempts=3, progress=False)).run()
+        (rec,) = records(out)
     finally:
         stop(proc)
     assert (tmp_path / "hung").exists()

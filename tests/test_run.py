@@ -60,10 +60,14 @@ def test_a_folder_holding_another_run_is_refused(run_dir):
 
 
 def test_resume_runs_exactly_the_missing_episodes(tmp_path):
+    from nora_bench.config import RunConfig
+    from nora_bench.run.rundir import RunDir
+    from nora_bench.run.scheduler import ExecOptions, Scheduler
+
+    # The complete run, in this process (the CLI and its Ray workers are what the resume goes through).
     out = tmp_path / "r"
-    args = ["run", "libero_object", "--policy", "random", "--tasks", "0", "--trials", "2", "--workers", "1",
-            "--max-steps", "6", "--no-video", "--out", str(out)]
-    assert run_cli(*args).returncode == 0
+    config = RunConfig.resolve(suite="libero_object", policy="random", tasks="0", trials=2, max_steps=6, video=False)
+    assert Scheduler(config, RunDir(out), ExecOptions(in_process=True, progress=False)).run() == 2
     lines = (out / "episodes.jsonl").read_text().splitlines()
     complete = [json.loads(line) for line in lines]
     # simulate a crash that lost the second record and tore the file mid-line

@@ -99,7 +99,10 @@ def test_decided_rule_on_pairs():
     assert same.status == "exhausted" and same.report()["test"]["decision"] == "undecided"
 
 
-ZERO = ["run", "libero_spatial", "--policy", "zero", "--tasks", "0", "--trials", "12", "--max-steps", "3", "--no-video"]
+# The CLI runs use the fake env (no simulator: what is tested is the rule from the command line through
+# Ray workers; the LIBERO run of the rule is test_in_process_run_stops_and_survives_resume). Its
+# episodes never succeed, as the zero policy's LIBERO episodes do not.
+ZERO = ["run", "fake", "--policy", "zero", "--tasks", "0", "--trials", "12", "--max-steps", "3", "--no-video"]
 
 
 def run_resumable(*args: str):
@@ -151,7 +154,8 @@ def test_in_process_run_stops_and_survives_resume(tmp_path):
 
 def test_ray_run_with_until_and_versus_through_the_cli(tmp_path):
     """Through Ray: the same rule from the command line; then --versus against a baseline that
-    succeeded everywhere stops when the sign test decides (11 discordant pairs), and prints why."""
+    succeeded everywhere stops when the sign test decides (11 discordant pairs), and prints why.
+    On the fake env (ZERO above)."""
     out = tmp_path / "ray"
     proc = run_resumable(*ZERO, "--workers", "2", "--until", "halfwidth<=0.25 per task", "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -161,9 +165,9 @@ def test_ray_run_with_until_and_versus_through_the_cli(tmp_path):
     assert len(df) < 12 and rep["tasks"][0]["episodes"] <= len(df)
 
     base = tmp_path / "base"
-    make_run(base, outcomes(0, "S" * 20, [50] * 20), tasks=(0,), trials=range(20))
+    make_run(base, outcomes(0, "S" * 20, [50] * 20), tasks=(0,), trials=range(20), suite="fake")
     vs = tmp_path / "vs"
-    proc = run_resumable("run", "libero_spatial", "--policy", "zero", "--max-steps", "3", "--no-video", "--workers", "2",
+    proc = run_resumable("run", "fake", "--policy", "zero", "--max-steps", "3", "--no-video", "--workers", "2",
                          "--versus", str(base), "--until", "decided", "--out", str(vs))
     assert proc.returncode == 0, proc.stderr[-3000:]
     rep = json.loads((vs / "stopping.json").read_text())
