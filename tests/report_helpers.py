@@ -34,6 +34,20 @@ def cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout)
 
 
+def cli_in_process(*args: str) -> subprocess.CompletedProcess:
+    """`nora-bench ...` called in this process (typer's CliRunner): the whole command, its printing
+    included, without a new interpreter's start-up; for tests that call a command many times (each
+    command also has a test through `cli` in a subprocess)."""
+    from typer.testing import CliRunner
+
+    from nora_bench.cli import app
+
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(app, list(args))
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception  # an uncaught error: its traceback, not an exit code
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
 def video_bytes(n_frames: int, colour: tuple[int, int, int]) -> bytes:
     """A real mp4 written by the harness's own VideoWriter."""
     w = VideoWriter()

@@ -5,6 +5,7 @@ videos of the same init state side by side, discordant pairs first)."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -18,15 +19,17 @@ from nora_bench.run.rundir import RunDir
 EVIL = '<script>window.pwned=1</script>&"'
 
 
-@pytest.fixture
-def two_runs(tmp_path):
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Made once for the module (40 videos); the tests only read them (one changes a copy)."""
     # Task 0: B wins 4 pairs A lost; task 1: A wins 1 pair B lost. Same keys and seeds (paired).
+    root = tmp_path_factory.mktemp("paired")
     a = outcomes(0, "SSFFSFSSFF", [40] * 10) + outcomes(1, "SSSSSSSSSS", [40] * 10)
     b = outcomes(0, "SSSSSSSSSF", [40] * 10) + outcomes(1, "SSSSSSSSSF", [40] * 10)
     a[0]["task"] = EVIL
-    make_run(tmp_path / "a", a, trials=range(10), videos=True)
-    make_run(tmp_path / "b", b, trials=range(10), videos=True)
-    return tmp_path / "a", tmp_path / "b"
+    make_run(root / "a", a, trials=range(10), videos=True)
+    make_run(root / "b", b, trials=range(10), videos=True)
+    return root / "a", root / "b"
 
 
 def test_paired_statistics_at_every_level(two_runs):
@@ -49,6 +52,7 @@ def test_paired_statistics_at_every_level(two_runs):
 
 def test_a_run_stopped_early_names_the_anytime_test_and_unpaired_runs_are_said(tmp_path, two_runs):
     a, b = two_runs
+    b = shutil.copytree(b, tmp_path / "b")  # the shared run stays as made
     RunDir(b).write_json(RunDir.STOPPING, {"status": "stopped", "rule": {"text": "decided"}})
     c = compare_runs([a, b])
     assert set(c.paired["test"]) == {SIGN_TEST}

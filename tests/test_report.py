@@ -8,7 +8,7 @@ from itertools import product
 
 import pandas as pd
 import pytest
-from report_helpers import cli, make_run, outcomes
+from report_helpers import cli, cli_in_process, make_run, outcomes
 from scipy import optimize, stats
 
 from nora_bench.report import compare_runs, run_tables, write_comparison, write_run_report
@@ -284,18 +284,19 @@ def test_compare_three_runs_against_the_first_and_errored_episodes_left_out(tmp_
 @pytest.mark.parametrize("pattern", ["F" * 50, "S" * 10, "FFF", "SSS"])
 def test_report_and_compare_of_runs_with_no_or_only_successes(tmp_path, pattern):
     """0/n and n/n runs (the default 50 trials of a task that always fails): the Wilson bounds sit
-    exactly on the rate, the plots' error bars are not negative, and report/compare write everything."""
+    exactly on the rate, the plots' error bars are not negative, and report/compare write everything.
+    The commands run in this process (8 calls); their subprocess runs are the tests above."""
     n, wins = len(pattern), pattern.count("S")
     make_run(tmp_path / "A", outcomes(0, pattern, [80] * wins), tasks=(0,), trials=range(n))
     other = "".join("S" if c == "F" else "F" for c in pattern)
     make_run(tmp_path / "B", outcomes(0, other, [80] * other.count("S")), tasks=(0,), trials=range(n))
-    r = cli("report", str(tmp_path / "A"))
+    r = cli_in_process("report", str(tmp_path / "A"))
     assert r.returncode == 0, r.stderr
     row = pd.read_csv(tmp_path / "A" / "report" / "success_per_task.csv").iloc[0]
     assert (row["successes"], row["ci95_low"] if wins == 0 else row["ci95_high"]) == (wins, 0.0 if wins == 0 else 1.0)
     assert (tmp_path / "A" / "report" / "success_per_task.png").stat().st_size > 5000
     assert (tmp_path / "A" / "review.html").is_file()
-    r = cli("compare", str(tmp_path / "A"), str(tmp_path / "B"), "--out", str(tmp_path / "cmp"))
+    r = cli_in_process("compare", str(tmp_path / "A"), str(tmp_path / "B"), "--out", str(tmp_path / "cmp"))
     assert r.returncode == 0, r.stderr
     assert pd.read_csv(tmp_path / "cmp" / "compare_overall.csv")["successes"].tolist() == [wins, n - wins]
     assert any(p.suffix == ".png" for p in (tmp_path / "cmp").iterdir())

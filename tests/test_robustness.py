@@ -67,8 +67,14 @@ def test_report_needs_a_base_run(tmp_path):
     assert r.returncode == 2 and "none of the runs is a base run" in r.stderr
 
 
-def test_report_command_writes_tables_plots_and_page_with_broken_episodes_first(tmp_path):
-    base, dist, lan = _runs(tmp_path)
+@pytest.fixture(scope="module")
+def runs_with_videos(tmp_path_factory):
+    """The three runs with videos, made once (the two tests below only read them)."""
+    return _runs(tmp_path_factory.mktemp("robustness"))
+
+
+def test_report_command_writes_tables_plots_and_page_with_broken_episodes_first(tmp_path, runs_with_videos):
+    base, dist, lan = runs_with_videos
     out = tmp_path / "rob"
     r = cli("report", str(base), str(dist), str(lan), "--out", str(out))
     assert r.returncode == 0, r.stderr
@@ -100,8 +106,8 @@ def test_report_command_writes_tables_plots_and_page_with_broken_episodes_first(
             browser.close()
 
 
-def test_page_grids_link_videos_and_outline_broken_episodes(tmp_path):
-    base, dist, lan = _runs(tmp_path)
+def test_page_grids_link_videos_and_outline_broken_episodes(tmp_path, runs_with_videos):
+    base, dist, lan = runs_with_videos
     rob = robustness([base, dist, lan])
     written = write_robustness(rob, tmp_path / "rob", plots=False)
     with sync_playwright() as pw:
