@@ -149,12 +149,13 @@ def test_retry_errors_reruns_only_errored_episodes_and_keeps_their_history(tmp_p
 
 
 def test_killed_driver_then_resume_equals_a_clean_run(tmp_path, no_ray):
-    args = ["run", "libero_object", "--policy", "random", "--tasks", "0,1", "--trials", "2", "--max-steps", "25",
+    # One task (each worker builds its env once), four init states.
+    args = ["run", "libero_object", "--policy", "random", "--tasks", "0", "--trials", "4", "--max-steps", "25",
             "--no-video"]
     # The clean run: the same run in this process (one env, no Ray; the CLI and its Ray are what the
     # crashed and resumed runs below go through).
     clean = tmp_path / "clean"
-    assert Scheduler(config(tasks="0,1", trials=2, steps=25), RunDir(clean),
+    assert Scheduler(config(tasks="0", trials=4, steps=25), RunDir(clean),
                      ExecOptions(in_process=True, progress=False)).run() == 4
 
     crashed = tmp_path / "crashed"

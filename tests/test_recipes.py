@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from conftest import run_cli
+from report_helpers import cli_in_process
 
 from nora_bench import UserError
 from nora_bench.config import RunConfig
@@ -68,7 +69,7 @@ def test_verify_consistent_run(tmp_path):
 
 
 def test_verify_inconsistent_run(tmp_path):
-    out = run_cli("verify", str(synthetic_run(tmp_path / "low", 335)))
+    out = cli_in_process("verify", str(synthetic_run(tmp_path / "low", 335)))  # the subprocess run: the test above
     assert out.returncode == 0, out.stderr
     assert "INCONSISTENT" in out.stdout and "67.0%" in out.stdout
 
@@ -76,7 +77,7 @@ def test_verify_inconsistent_run(tmp_path):
 def test_verify_lists_every_deviating_field(tmp_path):
     folder = synthetic_run(tmp_path / "dev", 470, step_unit="env_steps", max_steps=280, success_check="any_step",
                            image_resize="openvla", dtype="fp32", versions={"mujoco": "3.3.3", "robosuite": "1.4.0"})
-    out = run_cli("verify", str(folder))
+    out = cli_in_process("verify", str(folder))
     assert out.returncode == 0, out.stderr
     text = " ".join(out.stdout.split())
     assert "deviated from the recipe in 6 field(s)" in text

@@ -52,18 +52,26 @@ def wait_videos_loaded(page, expected: int) -> list[dict]:
                     error: v.error && v.error.code}))""")
 
 
-@pytest.fixture
-def synthetic_page(tmp_path, page):
-    """A run with successes, failures, an error without video, a second suite and hostile text."""
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory):
+    """A run with successes, failures, an error without video, a second suite and hostile text, and
+    its review page: made once (9 videos); each test opens the page afresh."""
     eps = outcomes(0, "SSFS", [40, 50, 60]) + outcomes(1, "FFSE", [70])
     eps[0].update(task=EVIL)
     eps[1].update(instruction=EVIL, task=EVIL)
     eps[4].update(termination="policy_stop", decode_failures=2, failure_reasons=["no action tokens"], error="decode failed")
     eps += [dict(e, suite="libero_object") for e in outcomes(2, "SF", [30])]
-    make_run(tmp_path / "run", eps, trials=range(4), videos=True)
-    written = write_run_report(run_tables(tmp_path / "run"))
-    page.goto(written.page.as_uri())
-    return page, eps
+    run = tmp_path_factory.mktemp("synthetic") / "run"
+    make_run(run, eps, trials=range(4), videos=True)
+    written = write_run_report(run_tables(run))
+    return written.page, eps
+
+
+@pytest.fixture
+def synthetic_page(synthetic_run, page):
+    path, eps = synthetic_run
+    page.goto(path.as_uri())
+    return page, [dict(e) for e in eps]
 
 
 def test_videos_load_and_cards_are_sorted_failures_first(synthetic_page):
