@@ -82,7 +82,7 @@ def test_a_plain_user_class_gets_a_config_from_its_constructor():
 def test_a_constructor_with_kwargs_takes_keys_it_does_not_name_unchecked():
     preset = {"kind": "fault_policies:BrokenBuildPolicy", "name": "mine", "path": "x.json", "horizon": 3}
     config = policy_config(preset)
-    assert config.constructor_kwargs() == {"path": "x.json", "horizon": 3}
+    assert config.as_dict() == {"path": "x.json", "horizon": 3}
     with pytest.raises(UserError, match="missing required key\\(s\\) path"):
         policy_config({"kind": "fault_policies:BrokenBuildPolicy", "name": "mine"})
 

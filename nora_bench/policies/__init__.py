@@ -102,7 +102,7 @@ def make_policy(preset: dict, action_spec: ActionSpec) -> Policy:
     config = policy_config(preset)
     try:
         if config.from_constructor:
-            policy = cls(action_spec=action_spec, **config.constructor_kwargs())
+            policy = cls(action_spec=action_spec, **config.as_dict())
         else:
             policy = cls(config, action_spec)
     except UserError:

@@ -76,8 +76,9 @@ class PolicyConfig:
             raise UserError(f"{where}: {e}") from None
         return config
 
-    def constructor_kwargs(self) -> dict[str, Any]:
-        """For a class built from its constructor: the keyword arguments (named fields, then the rest)."""
+    def as_dict(self) -> dict[str, Any]:
+        """Every field with its value, defaults included (then a `**kwargs` constructor's unchecked keys):
+        the keyword arguments of a class built from its constructor, and what environment.json records."""
         named = {k: getattr(self, k) for k in self.keys()}
         return {**named, **getattr(self, "_extra", {})}
 

