@@ -26,7 +26,7 @@ def test_tables_count_errored_apart(tmp_path):
     from nora_bench.config import RunConfig
 
     rd = RunDir(tmp_path / "run")
-    rd.open(RunConfig(suite={"name": "s"}, policy={"name": "p"}, tasks=[0, 1], trials=[0, 1, 2]), {})
+    rd.open(RunConfig(suite={"name": "s"}, policy={"name": "p", "kind": "zero"}, tasks=[0, 1], trials=[0, 1, 2]), {})
     outcomes = {(0, 0): True, (0, 1): False, (0, 2): True, (1, 0): None, (1, 1): True, (1, 2): False}
     for (task, trial), success in outcomes.items():
         rd.append({"key": f"s/{task}/{trial}", "suite": "s", "task_id": task, "task": f"t{task}", "trial": trial,
@@ -55,7 +55,7 @@ def test_torn_last_line_is_ignored_and_healed(tmp_path):
     from nora_bench.config import RunConfig
 
     rd = RunDir(tmp_path / "run")
-    rd.open(RunConfig(suite={"name": "s"}, policy={"name": "p"}, tasks=[0], trials=[0, 1]), {})
+    rd.open(RunConfig(suite={"name": "s"}, policy={"name": "p", "kind": "zero"}, tasks=[0], trials=[0, 1]), {})
     rd.append(record("a", 0, True))
     with open(rd.episodes_path, "a") as f:
         f.write('{"key": "b", "succ')  # a crash mid-write

@@ -151,7 +151,8 @@ class RunDir:
                    "command": sys.argv, "harness_version": __version__,
                    # every policy field the run used, the kind's defaults included (config.yaml keeps the preset)
                    "policy_config": policy_config(config.policy).as_dict()}
-            (self.path / self.ENVIRONMENT).write_text(json.dumps(env, indent=1))
+            # repr for what JSON cannot hold (a user class's default that is a Path or an object)
+            (self.path / self.ENVIRONMENT).write_text(json.dumps(env, indent=1, default=_jsonable_or_repr))
         except OSError as e:
             raise UserError(f"cannot write the run folder {self.path}: {e.strerror or e} ({e.filename or self.path}); "
                             "choose a writable --out folder") from None
@@ -246,6 +247,13 @@ def newest_per_episode(records: list[dict]) -> tuple[list[dict], list[dict]]:
             superseded.append(by_key[r["key"]])
         by_key[r["key"]] = r  # a dict keeps a key's first position when its value is replaced
     return list(by_key.values()), superseded
+
+
+def _jsonable_or_repr(o):
+    try:
+        return _json_default(o)
+    except TypeError:
+        return repr(o)
 
 
 def _json_default(o):
