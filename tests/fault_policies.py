@@ -18,24 +18,17 @@ def stall(marker: str) -> None:
     time.sleep(3600)
 
 
-@dataclass(frozen=True, kw_only=True)
-class StallOnceConfig(ZeroConfig):
-    marker: str
-    episode: str
-    at_query: int = 3
+class _StallingPolicy(ZeroPolicy):
+    """The zero policy that counts each episode's queries and, where `marker_for(episode, query)` names
+    a marker that does not exist yet, writes its process id there and blocks (`stall`)."""
 
-
-class StallOncePolicy(ZeroPolicy):
-    """The zero policy, except that on query `at_query` of `episode`, the first time in this run,
-    it writes its process id to `marker` and blocks: the test then kills that process with this
-    call in flight for a known episode (a defined point, however slow the machine is)."""
-
-    config_class = StallOnceConfig
-
-    def __init__(self, config: StallOnceConfig, action_spec: ActionSpec):
+    def __init__(self, config: ZeroConfig, action_spec: ActionSpec):
         super().__init__(config, action_spec)
-        self.marker, self.episode, self.at_query = config.marker, config.episode, config.at_query
+        self.config = config
         self.queries: dict[str, int] = {}
+
+    def marker_for(self, episode: str, query: int) -> str | None:
+        raise NotImplementedError
 
     def start_episode(self, info) -> None:
         self.queries[info.key] = 0
@@ -43,9 +36,29 @@ class StallOncePolicy(ZeroPolicy):
     def act(self, observations):
         for o in observations:
             self.queries[o.episode] = self.queries.get(o.episode, 0) + 1
-            if o.episode == self.episode and self.queries[o.episode] == self.at_query and not os.path.exists(self.marker):
-                stall(self.marker)
+            marker = self.marker_for(o.episode, self.queries[o.episode])
+            if marker is not None and not os.path.exists(marker):
+                stall(marker)
         return super().act(observations)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StallOnceConfig(ZeroConfig):
+    marker: str
+    episode: str
+    at_query: int = 3
+
+
+class StallOncePolicy(_StallingPolicy):
+    """On query `at_query` of `episode`, the first time in this run, it writes its process id to
+    `marker` and blocks: the test then kills that process with this call in flight for a known
+    episode (a defined point, however slow the machine is)."""
+
+    config_class = StallOnceConfig
+
+    def marker_for(self, episode: str, query: int) -> str | None:
+        c = self.config
+        return c.marker if episode == c.episode and query == c.at_query else None
 
 
 class RaisingPolicy(ZeroPolicy):
@@ -95,25 +108,13 @@ class StallEveryEpisodeConfig(ZeroConfig):
     at_query: int = 3
 
 
-class StallEveryEpisodePolicy(ZeroPolicy):
-    """The zero policy, except that on query `at_query` of every episode, until `marker_dir` holds a
-    marker for it, it writes its process id to that marker and blocks: the test kills the process once
-    all the episodes it waits for are stalled in it (a worker running several envs, all mid-episode)."""
+class StallEveryEpisodePolicy(_StallingPolicy):
+    """On query `at_query` of every episode, until `marker_dir` holds a marker for it, it writes its
+    process id to that marker and blocks: the test kills the process once all the episodes it waits
+    for are stalled in it (a worker running several envs, all mid-episode)."""
 
     config_class = StallEveryEpisodeConfig
 
-    def __init__(self, config: StallEveryEpisodeConfig, action_spec: ActionSpec):
-        super().__init__(config, action_spec)
-        self.marker_dir, self.at_query = config.marker_dir, config.at_query
-        self.queries: dict[str, int] = {}
-
-    def start_episode(self, info) -> None:
-        self.queries[info.key] = 0
-
-    def act(self, observations):
-        for o in observations:
-            self.queries[o.episode] = self.queries.get(o.episode, 0) + 1
-            marker = os.path.join(self.marker_dir, o.episode.replace("/", "_"))
-            if self.queries[o.episode] == self.at_query and not os.path.exists(marker):
-                stall(marker)
-        return super().act(observations)
+    def marker_for(self, episode: str, query: int) -> str | None:
+        c = self.config
+        return os.path.join(c.marker_dir, episode.replace("/", "_")) if query == c.at_query else None
