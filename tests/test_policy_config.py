@@ -103,6 +103,14 @@ def test_a_class_that_takes_a_config_must_declare_it(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     with pytest.raises(UserError, match="undeclared_policy:Mine takes a `config` but declares no `config_class`"):
         policy_config({"kind": "undeclared_policy:Mine", "name": "mine"})
+    (tmp_path / "clashing_policy.py").write_text(
+        "class Mine:\n"
+        "    def __init__(self, action_spec, check: bool = True): ...\n"
+        "    def start_episode(self, info): ...\n"
+        "    def act(self, observations): ...\n"
+        "    def end_episode(self, key): ...\n")
+    with pytest.raises(UserError, match="clashing_policy:Mine: constructor parameter `check` is a name the config uses"):
+        policy_config({"kind": "clashing_policy:Mine", "name": "mine"})
 
 
 def test_command_line_overrides_are_checked_against_the_config():

@@ -112,6 +112,9 @@ def config_class_of(cls) -> type[PolicyConfig]:
     for name, p in params.items():
         if name in ("self", "action_spec") or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
+        if hasattr(PolicyConfig, name):  # a field would hide the config's own method
+            raise UserError(f"{cls.__module__}:{cls.__name__}: constructor parameter `{name}` is a name the config "
+                            "uses; rename it or declare a `config_class`")
         default = dataclasses.field() if p.default is p.empty else dataclasses.field(default=p.default)
         fields.append((name, hints.get(name, Any), default))
     open_keys = any(p.kind is p.VAR_KEYWORD for p in params.values())
