@@ -80,15 +80,9 @@ class NoraConfig(PolicyConfig):
 
     def check(self) -> None:
         _check_choice("decode_fallback", self.decode_fallback, FALLBACKS)
-        if self.gripper is not None:
-            _check_choice("gripper", self.gripper, tuple(GRIPPERS))
-        from nora_bench.policies.images import pipeline
-
-        pipeline(self.image_resize)
+        check_prompt_fields(self, tuple(GRIPPERS), "NORA")
         if self.time_horizon < 1:
             raise UserError(f"time_horizon must be >= 1, got {self.time_horizon}")
-        if not self.cameras:
-            raise UserError("a NORA preset needs one camera (cameras: [agentview])")
         if self.image_size < 1 or (self.max_new_tokens is not None and self.max_new_tokens < 1):
             raise UserError("image_size and max_new_tokens must be >= 1")
 
@@ -327,6 +321,17 @@ def check_action_tokens(tokenizer, checkpoint: str) -> None:
                  else f"puts <robot_action_0> on id {first} and <robot_action_2047> on id {last}")
         raise UserError(f"checkpoint {checkpoint!r} {found}; a NORA checkpoint has them on ids "
                         f"{ACTION_TOKEN_MIN}..{ACTION_TOKEN_MAX} (is this a NORA checkpoint?)")
+
+
+def check_prompt_fields(config, grippers: tuple[str, ...], model: str) -> None:
+    """The preset fields of the shared NORA prompt (NORA and NORA-1.5): gripper, image_resize, cameras."""
+    if config.gripper is not None:
+        _check_choice("gripper", config.gripper, grippers)
+    from nora_bench.policies.images import pipeline
+
+    pipeline(config.image_resize)
+    if not config.cameras:
+        raise UserError(f"a {model} preset needs one camera (cameras: [agentview])")
 
 
 def _check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:

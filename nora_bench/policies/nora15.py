@@ -26,7 +26,7 @@ import numpy as np
 from nora_bench import UserError
 from nora_bench.policies.checkpoints import resolve_folder
 from nora_bench.policies.config import PolicyConfig
-from nora_bench.policies.nora import _check_choice, gripper_libero, hub_revision, resolve_runtime
+from nora_bench.policies.nora import _check_choice, check_prompt_fields, gripper_libero, hub_revision, resolve_runtime
 from nora_bench.policies.nora15_expert import ACTION_DIM, CHUNK_LENGTH, EXPERT_HEADS, NUM_STEPS, WIDTH_MULTIPLIER, SampleTiming
 from nora_bench.policies.nora_prompt import NoraPrompt
 from nora_bench.policies.unnorm import Bounds, load_bounds
@@ -80,15 +80,9 @@ class Nora15Config(PolicyConfig):
     attn: str = "auto"
 
     def check(self) -> None:
-        if self.gripper is not None:
-            _check_choice("gripper", self.gripper, GRIPPERS)
-        from nora_bench.policies.images import pipeline
-
-        pipeline(self.image_resize)
+        check_prompt_fields(self, GRIPPERS, "NORA-1.5")
         if self.num_steps < 1:
             raise UserError(f"num_steps must be >= 1, got {self.num_steps}")
-        if not self.cameras:
-            raise UserError("a NORA-1.5 preset needs one camera (cameras: [agentview])")
         if min(self.image_size, self.chunk_length, self.expert_heads) < 1 or self.width_multiplier <= 0:
             raise UserError("image_size, chunk_length and expert_heads must be >= 1, width_multiplier > 0")
 
